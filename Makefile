@@ -1,0 +1,35 @@
+# Two entry points, each doing all of its own set-up on a fresh machine:
+#   make demo   install the runtime alone and deblur examples/images with the bundled default model
+#   make test   install the host toolchain and the test tools, then run the tests
+# The runtime installs on Python 3.10-3.12; the host toolchain (onnx2tf, TensorFlow) needs 3.12.
+
+PY312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12)
+PYTHON ?= $(shell command -v python3)
+VENV ?= .venv
+RUNTIME_VENV ?= .venv-runtime
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-runtime-pythons clean
+
+demo:
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install -q --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install -q .
+	$(RUNTIME_VENV)/bin/edge-deblur deblur examples/images -o out --compare
+	@echo "results in out/, side-by-side pictures in out/compare/"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PY312) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[convert,test]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# The runtime alone (no TensorFlow) on each Python the boards run: 3.10 (JetPack 6), 3.11 (Pi OS).
+test-runtime-pythons:
+	bash tests/runtime_pythons.sh 3.10 3.11
+
+clean:
+	rm -rf out build *.egg-info

@@ -1,0 +1,206 @@
+"""``edge-deblur``: a thin command line over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, images, pipeline, video
+from .errors import EdgeDeblurError
+from .metrics import measure_latency
+from .model import Deblurrer, bundled_models, resolve_model, _sidecar
+
+
+def _add_method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help=f"a .tflite/.onnx file or a bundled model ({', '.join(bundled_models()) or 'none'}; default: the bundled default)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--method", choices=pipeline.METHODS, default="network", help="network, or a classical deconvolution given --psf")
+    p.add_argument("--psf", help="for wiener/rl: motion:LENGTH,ANGLE | defocus:RADIUS | gaussian:SIGMA | a PSF image or .npy")
+    p.add_argument("--iterations", type=int, default=30, help="Richardson-Lucy iterations")
+    p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio")
+    p.add_argument("--tile", type=int, default=None, help="largest window side per model run (default: the model's)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between windows, pixels")
+    p.add_argument("--clahe", action="store_true", help="equalise contrast first (X-ray-like grayscale images)")
+    p.add_argument("--gate", type=float, default=None, metavar="SHARPNESS", help="pass through untouched any frame whose variance of the Laplacian reaches this")
+
+
+def _method(args) -> pipeline.Method:
+    return pipeline.make_method(pipeline.MethodConfig(
+        method=args.method, model=args.model, threads=args.threads, tile=args.tile, overlap=args.overlap,
+        psf=args.psf, iterations=args.iterations, balance=args.balance, clahe=args.clahe))
+
+
+def cmd_deblur(args) -> int:
+    report = pipeline.deblur_files(_method(args), args.inputs, args.output, suffix=args.suffix,
+                                   compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels)
+    print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
+          + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    for path, problem in report.failures:
+        print(f"error: {problem}", file=sys.stderr)
+    if report.failures:
+        print(f"{len(report.failures)} of {len(report.failures) + len(report.written)} image(s) failed", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_run(args) -> int:
+    gate = video.BlurGate(args.gate) if args.gate is not None else None
+    if args.video and args.select:
+        keep = float(args.select) if "." in args.select else int(args.select)
+        out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
+        kept = video.select_sharpest(args.video, out, keep=keep)
+        print(f"kept {len(kept)} sharpest frame(s) -> {out}")
+        return 0
+    deblur = _method(args)
+    if args.video:
+        out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_deblurred.mp4"))
+        stats = video.process_video(deblur, args.video, out, gate=gate)
+        print(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
+        return 0
+    recording = _Recording(args.output, args.fps) if args.output else None
+    try:
+        stats = video.run_camera(deblur, args.camera, sink=recording, max_frames=args.max_frames,
+                                 queue_size=args.queue, policy=args.policy, gate=gate)
+    except BaseException:
+        if recording:
+            recording.abort()
+        raise
+    if recording:
+        recording.close()
+    print(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
+          f"{stats.passed_through} already sharp, {stats.fps:.1f} fps")
+    return 0
+
+
+class _Recording:
+    """A camera recording whose writer opens on the first frame, when the frame size is known."""
+
+    def __init__(self, path: str, fps: float):
+        self.path, self.fps, self.writer = path, fps, None
+
+    def __call__(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            self.writer = video.VideoWriter(self.path, self.fps, (frame.shape[1], frame.shape[0]))
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+    def abort(self) -> None:
+        if self.writer:
+            self.writer.abort()
+
+
+def cmd_eval(args) -> int:
+    pairs = pipeline.read_pairs(args.pairs)
+    has_kernels = all(k is not None for *_, k in pairs)
+    methods = {"blurred input": lambda blurred, kernel: blurred}
+    if has_kernels and not args.no_baselines:
+        for name in ("wiener", "rl"):
+            methods[f"{name} (true kernel)"] = (
+                lambda blurred, kernel, name=name: pipeline.classical_method(name, kernel)(blurred))
+    for model in args.model or ["default"]:
+        deblur = Deblurrer.load(model, threads=args.threads)
+        methods[str(model)] = lambda blurred, kernel, deblur=deblur: deblur(blurred)
+    rows = pipeline.evaluate(pairs, methods)
+    print(pipeline.format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    frame = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+    if args.image:
+        frame = images.read_image(args.image)
+    for model in args.model or ["default"]:
+        deblur = Deblurrer.load(model, threads=args.threads, tile=args.tile)
+        stats = measure_latency(lambda: deblur(frame), warmup=2, repeats=args.repeats)
+        plan = deblur.plan(*frame.shape[:2])
+        print(f"{model}: {frame.shape[1]}x{frame.shape[0]}, {plan.count} window(s) of "
+              f"{plan.rows.window}x{plan.cols.window}, threads={args.threads or 'all'}: "
+              f"median {stats.median_ms:.1f} ms ({stats.fps:.1f} fps), p90 {stats.p90_ms:.1f} ms")
+    return 0
+
+
+def cmd_info(args) -> int:
+    path = resolve_model(args.model)
+    deblur = Deblurrer.load(path)
+    info = asdict(deblur.info)
+    info.update(path=str(path), input_dtype=str(deblur.info.input_dtype),
+                size_bytes=path.stat().st_size, sidecar=_sidecar(path))
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.")
+    parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("deblur", help="deblur images and folders of images")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (names keep the input's stem)")
+    p.add_argument("--suffix", help="output format, e.g. .png (default: the input's)")
+    p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this (decompression bombs)")
+    _add_method_args(p)
+    p.set_defaults(func=cmd_deblur)
+
+    p = sub.add_parser("run", help="deblur a camera stream or a video file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", help="OpenCV index, GStreamer pipeline, or 'picamera2'")
+    src.add_argument("--video", help="a video file")
+    p.add_argument("-o", "--output", help="output video (camera: optional recording)")
+    p.add_argument("--select", help="video: keep only the N sharpest frames (or a fraction, e.g. 0.2), untouched")
+    p.add_argument("--max-frames", type=int, default=None, help="camera: stop after this many frames")
+    p.add_argument("--queue", type=int, default=2, help="camera: frames buffered between capture and deblurring")
+    p.add_argument("--policy", choices=["drop-oldest", "drop-newest", "block"], default="drop-oldest",
+                   help="camera: what a full queue does with a new frame (default: drop the oldest, for low latency)")
+    p.add_argument("--fps", type=float, default=30.0, help="camera: frame rate written to the recording")
+    _add_method_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM/latency table on blurred/sharp pairs")
+    p.add_argument("--pairs", required=True, help="folder with blur/ and sharp/ (and optionally kernels/NAME.npy)")
+    p.add_argument("--model", action="append", help="model(s) to evaluate (repeatable; default: the bundled default)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-baselines", action="store_true", help="skip Wiener/Richardson-Lucy with the true kernels")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time models on a frame")
+    p.add_argument("--model", action="append", help="model(s) to time (repeatable)")
+    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of a synthetic frame")
+    p.add_argument("--image", help="time on this image instead")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=20)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="what the runtime reads from a model")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeDeblurError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

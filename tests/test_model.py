@@ -1,0 +1,160 @@
+"""The runtime on real small models (tests/tiny_models.py) and real photos."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tiny_models as tm
+from edge_deblur import Deblurrer, ModelError
+from edge_deblur.model import resolve_model
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, photo):
+    d = tmp_path_factory.mktemp("models")
+    crops = [photo[y : y + 64, x : x + 64].astype(np.float32) / 255 for y in (0, 200, 400) for x in (0, 200, 400)]
+    return {
+        "identity": tm.identity(d / "identity.tflite"),
+        "unsharp": tm.unsharp(d / "unsharp.tflite"),
+        "unsharp_int8": tm.unsharp(d / "unsharp_int8.tflite", representative=crops),
+        "unsharp_fixed": tm.unsharp(d / "unsharp_fixed.tflite", shape=(1, 96, 96, 3)),
+        "unsharp_onnx": tm.unsharp_onnx_nchw(d / "unsharp.onnx"),
+        "strided": tm.strided(d / "strided.tflite"),
+        "classifier": tm.classifier(d / "classifier.tflite"),
+        "two_inputs": tm.two_inputs(d / "two_inputs.tflite"),
+    }
+
+
+def test_reads_layout_quantization_and_range(models):
+    f = Deblurrer.load(models["unsharp"]).info
+    assert (f.layout, f.channels, f.fixed_size, f.input_quant, f.value_range) == ("NHWC", 3, None, None, 1.0)
+    q = Deblurrer.load(models["unsharp_int8"]).info
+    assert q.input_dtype == np.int8 and q.input_quant is not None and q.output_quant is not None
+    assert q.value_range == 1.0  # int8 with scale ~1/255 and zero point -128 covers [0, 1]
+    assert q.input_quant.real_range() == pytest.approx((0.0, 1.0), abs=0.02)
+    o = Deblurrer.load(models["unsharp_onnx"]).info
+    assert (o.backend, o.layout, o.channels, o.fixed_size) == ("onnxruntime", "NCHW", 3, None)
+    assert Deblurrer.load(models["unsharp_fixed"]).info.fixed_size == (96, 96)
+
+
+def test_float_model_matches_its_reference_away_from_the_border(models, photo):
+    x = photo.astype(np.float32) / 255
+    out = Deblurrer.load(models["unsharp"])(x)
+    ref = np.clip(tm.unsharp_reference(x), 0, 1)
+    # inside a 3-pixel band the model sees reflected padding where the reference sees zeros
+    np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["unsharp", "strided", "unsharp_onnx"])
+def test_tiled_and_untiled_agree_within_one_level(models, photo, name):
+    """The numerical contract: tiling changes no pixel by more than 1/255."""
+    one_pass = Deblurrer.load(models[name], tile=512)
+    tiled = Deblurrer.load(models[name], tile=128, overlap=32)
+    assert one_pass.plan(*photo.shape[:2]).count == 1 and tiled.plan(*photo.shape[:2]).count == 25
+    a = one_pass(photo.astype(np.float32) / 255)
+    b = tiled(photo.astype(np.float32) / 255)
+    assert np.abs(a - b).max() <= 1 / 255
+
+
+def test_fixed_size_model_tiles_large_frames_and_pads_small_ones(models, photo):
+    fixed, free = Deblurrer.load(models["unsharp_fixed"]), Deblurrer.load(models["unsharp"])
+    x = photo.astype(np.float32) / 255
+    assert fixed.plan(500, 500).count > 1
+    assert np.abs(fixed(x) - free(x))[3:-3, 3:-3].max() <= 1 / 255
+    small = x[:40, :50]
+    assert fixed(small).shape == small.shape
+    assert np.abs(fixed(small) - free(small))[3:-3, 3:-3].max() <= 1 / 255
+
+
+def test_int8_model_stays_close_to_its_float_twin(models, photo):
+    f = Deblurrer.load(models["unsharp"])(photo)
+    q = Deblurrer.load(models["unsharp_int8"])(photo)
+    mse = np.mean((f.astype(float) - q.astype(float)) ** 2)
+    # 8-bit activations of a sharpening filter: errors of a few levels, PSNR well above 35 dB
+    assert 10 * np.log10(255**2 / mse) > 35
+
+
+def test_onnx_and_tflite_give_the_same_result(models, photo):
+    x = photo.astype(np.float32) / 255
+    a = Deblurrer.load(models["unsharp"])(x)
+    b = Deblurrer.load(models["unsharp_onnx"])(x)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_shapes_and_dtypes_round_trip(models, photo):
+    ident = Deblurrer.load(models["identity"])
+    rng = np.random.default_rng(0)
+    deep = (photo.astype(np.uint16) * 257 + rng.integers(0, 257, photo.shape)).astype(np.uint16)
+    np.testing.assert_array_equal(ident(deep), deep)  # 16 bits survive a float model exactly
+    gray = photo[..., 1]
+    assert ident(gray).shape == gray.shape and ident(gray).dtype == np.uint8
+    np.testing.assert_array_equal(ident(gray), gray)
+    rgba = np.dstack([photo, rng.integers(0, 256, photo.shape[:2], dtype=np.uint8)])
+    out = Deblurrer.load(models["unsharp"])(rgba)
+    assert out.shape == rgba.shape
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    assert ident(photo.astype(np.float32) / 255).dtype == np.float32
+
+
+def test_int8_model_keeps_16_bit_precision(models, photo):
+    rng = np.random.default_rng(1)
+    deep = (photo.astype(np.uint16) * 257 + rng.integers(0, 257, photo.shape)).astype(np.uint16)
+    out = Deblurrer.load(models["unsharp_int8"])(deep)
+    assert out.dtype == np.uint16
+    # the correction is added at full precision: far more than 256 distinct levels survive
+    assert len(np.unique(out[..., 0])) > 2000
+
+
+def test_thread_count_does_not_change_results(models, photo):
+    a = Deblurrer.load(models["strided"], threads=1)(photo)
+    b = Deblurrer.load(models["strided"], threads=2)(photo)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_models_are_refused_with_the_reason(models, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        Deblurrer.load(tmp_path / "missing.tflite")
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"\x00not a flatbuffer" * 20)
+    with pytest.raises(ModelError, match="garbage.tflite.*not a valid TFLite"):
+        Deblurrer.load(garbage)
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ModelError, match="not a valid ONNX"):
+        Deblurrer.load(bad_onnx)
+    with pytest.raises(ModelError, match=r"shape \[1, 10\]"):
+        Deblurrer.load(models["classifier"])
+    with pytest.raises(ModelError, match="2 inputs"):
+        Deblurrer.load(models["two_inputs"])
+    (tmp_path / "model.pb").write_bytes(b"x")
+    with pytest.raises(ModelError, match="unsupported model format"):
+        Deblurrer.load(tmp_path / "model.pb")
+    with pytest.raises(ModelError, match="no such bundled model"):
+        resolve_model("no-such-model")
+
+
+def test_bad_frames_are_refused(models):
+    d = Deblurrer.load(models["identity"])
+    with pytest.raises(ValueError, match="shape"):
+        d(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        d(np.zeros((4, 4, 3), np.int32))
+
+
+def test_runtime_never_imports_tensorflow(models, photo_paths):
+    code = textwrap.dedent(f"""
+        import sys
+        import edge_deblur, edge_deblur.cli, edge_deblur.video, edge_deblur.classical, edge_deblur.pipeline
+        from edge_deblur import Deblurrer, read_image
+        out = Deblurrer.load({str(models['unsharp'])!r}, threads=1)(read_image({str(photo_paths[0])!r}))
+        assert out.shape == (500, 500, 3)
+        heavy = sorted(m for m in sys.modules if m.split('.')[0] in {{'tensorflow', 'keras', 'scipy', 'skimage', 'PIL', 'tqdm'}})
+        assert not heavy, heavy
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
