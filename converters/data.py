@@ -20,10 +20,12 @@ from converters.blur import BlurConfig, blur_linear, linear_to_srgb, srgb_to_lin
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_NAME = "kodak24-heldout-v1"
 
-HELDOUT = tuple(f"kodak24/kodim{i:02d}" for i in range(1, 25))
-VALIDATION = ("cbsd68/3096", "cbsd68/12084", "cbsd68/148026", "cbsd68/296059", "mcmaster/1.tif", "mcmaster/10.tif")
+HELDOUT = tuple(f"kodak24/kodim{i:02d}.png" for i in range(1, 25))
+VALIDATION = (
+    "cbsd68/3096.png", "cbsd68/12084.png", "cbsd68/148026.png", "cbsd68/296059.png", "mcmaster/1.tif", "mcmaster/10.tif"
+)
 TRAINING = tuple(
-    [f"cbsd68/{n}" for n in (
+    [f"cbsd68/{n}.png" for n in (
         "101085 101087 102061 103070 105025 106024 108005 108070 108082 109053 119082 123074 126007 "
         "130026 134035 14037 143090 145086 147091 148089 157055 159008 160068 16077 163085 167062 "
         "167083 170057 175032 175043 182053 189080 19021 196073 197017 208001 210088 21077 216081 "
@@ -43,13 +45,13 @@ def data_dir() -> Path:
 
 
 def load_photo(name: str) -> np.ndarray:
-    """One photo of the split by name (``set/stem``) as RGB uint8."""
+    """One photo of the split by name (a file under ``photos/``, or ``skimage/NAME``) as RGB uint8."""
     folder, stem = name.split("/", 1)
     if folder == "skimage":
         import skimage.data
 
         return skimage.data.stereo_motorcycle()[0] if stem == "motorcycle_left" else getattr(skimage.data, stem)()
-    path = data_dir() / "photos" / folder / f"{stem}.png"
+    path = data_dir() / "photos" / name
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"{path}: photo missing or unreadable (set EDGE_DEBLUR_DATA to the data folder)")
@@ -133,7 +135,7 @@ def make_eval_pairs(
         if min(h, w) < crop:
             raise ValueError(f"{name}: photo of {w}x{h} is smaller than the {crop}-pixel crop")
         y, x = (h - crop) // 2, (w - crop) // 2
-        stem = name.split("/")[-1]
+        stem = Path(name).stem
         _write_atomic(out / "blur" / f"{stem}.png", _png(blurred[y : y + crop, x : x + crop]))
         _write_atomic(out / "sharp" / f"{stem}.png", _png(sharp[y : y + crop, x : x + crop]))
         _write_atomic(out / "kernels" / f"{stem}.npy", _npy(kernel))

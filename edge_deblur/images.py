@@ -7,7 +7,6 @@ uint8 or uint16 (and float in [0, 1] on writing). JPEG, PNG, WEBP, BMP and TIFF 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -133,11 +132,12 @@ def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Pa
     path = Path(path)
     fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
-        raise ImageError(f"{path}: unknown image suffix {path.suffix!r} (use one of {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ImageError(f"{path}: unknown image suffix {path.suffix!r} "
+                         f"(use one of {', '.join(sorted(IMAGE_SUFFIXES))})")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must lie in 1..100, got {quality}")
     pixels = _check_image(image, str(path))
-    if pixels.dtype != np.uint8 and (pixels.dtype.kind == "f" or fmt in _EIGHT_BIT_FORMATS):
+    if pixels.dtype.kind == "f" or fmt in _EIGHT_BIT_FORMATS:
         pixels = to_uint8(pixels)
     if fmt in _OPAQUE_FORMATS and pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[..., :3]
@@ -302,11 +302,8 @@ def _sniff_format(data: bytes) -> str | None:
     return None
 
 
-# A marker in JPEG entropy-coded data: 0xFF (fill bytes allowed) followed by anything but a stuffed
-# zero or a restart marker, which both belong to the scan.
-_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7])")
 _JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
-_JPEG_SOS, _JPEG_EOI, _JPEG_APP1 = 0xDA, 0xD9, 0xE1
+_JPEG_SOS, _JPEG_APP1 = 0xDA, 0xE1
 
 
 def _jpeg_header(data: bytes) -> _Header:
@@ -330,19 +327,9 @@ def _jpeg_header(data: bytes) -> _Header:
             break
     if size is None:
         raise ValueError("no frame header before the image data")
-    return _Header(*size, orientation=orientation, complete=_jpeg_has_end(data, pos))
-
-
-def _jpeg_has_end(data: bytes, pos: int) -> bool:
-    """Whether the scans from ``pos`` on reach the end-of-image marker (libjpeg pads a cut file with grey)."""
-    while (match := _JPEG_MARKER.search(data, pos)) is not None:
-        if match.group(1)[0] == _JPEG_EOI:
-            return True
-        if match.end() + 2 > len(data):
-            return False
-        (length,) = struct.unpack_from(">H", data, match.end())  # a segment between scans (progressive)
-        pos = match.end() + length
-    return False
+    # libjpeg pads a cut-off file with grey, so look for the end-of-image marker. After the first scan
+    # header it cannot occur by chance: scans escape every 0xFF byte (0xFF00).
+    return _Header(*size, orientation=orientation, complete=data.rfind(b"\xff\xd9") >= pos)
 
 
 def _png_header(data: bytes) -> _Header:

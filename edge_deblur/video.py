@@ -69,7 +69,8 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2
         except ImportError as err:
-            raise VideoError("picamera2: not installed (on Raspberry Pi OS: sudo apt install python3-picamera2)") from err
+            raise VideoError("picamera2: not installed "
+                             "(on Raspberry Pi OS: sudo apt install python3-picamera2)") from err
         try:
             self.camera = Picamera2()
             # libcamera names formats by register order: "BGR888" arrives in numpy as R, G, B.
@@ -154,7 +155,8 @@ class VideoWriter:
         self.path = Path(path)
         fourcc = _FOURCC_BY_SUFFIX.get(self.path.suffix.lower())
         if fourcc is None:
-            raise VideoError(f"{self.path}: unknown video suffix {self.path.suffix!r} (use one of {', '.join(sorted(VIDEO_SUFFIXES))})")
+            raise VideoError(f"{self.path}: unknown video suffix {self.path.suffix!r} "
+                             f"(use one of {', '.join(sorted(VIDEO_SUFFIXES))})")
         if not fps > 0:
             raise VideoError(f"{self.path}: the frame rate must be positive, got {fps}")
         width, height = size

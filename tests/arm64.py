@@ -42,20 +42,61 @@ class Arm64SetupError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Cpu:
+    """An ARM core as qemu emulates it and as ``/proc/cpuinfo`` describes it."""
+
+    board: str
+    variant: int
+    part: int  # the MIDR part number, which tells the core apart
+    revision: int
+    features: str  # the board's own ``Features`` line
+
+    def cpuinfo(self, count: int) -> str:
+        core = (f"BogoMIPS\t: 108.00\nFeatures\t: {self.features}\nCPU implementer\t: 0x41\n"
+                f"CPU architecture: 8\nCPU variant\t: {self.variant:#x}\nCPU part\t: {self.part:#05x}\n"
+                f"CPU revision\t: {self.revision}\n\n")
+        return "".join(f"processor\t: {i}\n{core}" for i in range(count))
+
+
+# The qemu CPU models of the Raspberry Pis: the Pi 4's Cortex-A72 has plain NEON, the Pi 5's
+# Cortex-A76 adds the dot-product instructions, so XNNPACK runs different INT8 kernels on each.
+CPUS = {
+    "cortex-a72": Cpu("Raspberry Pi 4", 0x0, 0xD08, 3, "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": Cpu("Raspberry Pi 5", 0x4, 0xD0B, 1, "fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+                      "atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"),
+}
+
+
+@dataclass(frozen=True)
 class Arm64Env:
     qemu: str  # path of qemu-aarch64-static
-    sysroot: Path  # the arm64 root filesystem (qemu's -L)
+    sysroot: Path  # the arm64 root filesystem
     site: Path  # the unpacked aarch64 wheels
-    pycache: Path  # where the emulated Python keeps its bytecode, out of the working tree
+    cache: Path  # cache_dir: also holds a root per CPU model and the emulated Python's bytecode
 
     @property
     def packages(self) -> list[str]:
         """``name-version`` of each unpacked wheel, for reports."""
         return sorted(p.name.removesuffix(".dist-info") for p in self.site.glob("*.dist-info"))
 
-    @property
-    def python(self) -> Path:
-        return self.sysroot / "usr" / "bin" / PYTHON
+    def root(self, cpu: str) -> Path:
+        """qemu's ``-L`` root for ``cpu``: the sysroot's top-level folders, linked, and a
+        ``/proc/cpuinfo`` of that core.
+
+        qemu-user 7.2 (Debian 12's) passes the host's x86 ``/proc/cpuinfo`` through, and the
+        cpuinfo library that XNNPACK and ruy use to pick kernels crashes on it (a segfault at the
+        first ``allocate_tensors``). qemu looks a path up under ``-L`` first, so this file is read
+        instead. One root per model keeps runs on different cores from sharing the file.
+        """
+        root = self.cache / "roots" / cpu
+        info = root / "proc" / "cpuinfo"
+        if not info.exists():  # written last: a root without it is an interrupted one
+            shutil.rmtree(root, ignore_errors=True)
+            info.parent.mkdir(parents=True)
+            for entry in self.sysroot.iterdir():
+                (root / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+            info.write_text(CPUS[cpu].cpuinfo(os.cpu_count() or 1))
+        return root
 
     def env(self) -> dict[str, str]:
         """The host environment less its PYTHON* variables, plus the emulated Python's own."""
@@ -64,19 +105,22 @@ class Arm64Env:
             PYTHONPATH=os.pathsep.join([str(self.site), str(REPO)]),
             PYTHONNOUSERSITE="1",
             # Bytecode is compiled once under emulation and kept: the stdlib comes without it.
-            PYTHONPYCACHEPREFIX=str(self.pycache),
+            PYTHONPYCACHEPREFIX=str(self.cache / "pycache"),
         )
         return env
 
-    def run(self, code_or_script: str | Path, *args: str, timeout: float = 300,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
-        """Run Python 3.11 aarch64 code (a ``str``) or script (a ``Path``) with ``args`` under qemu.
+    def run(self, code_or_script: str | Path, *args: str, cpu: str = "cortex-a76",
+            timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run Python 3.11 aarch64 code (a ``str``) or script (a ``Path``) with ``args`` under qemu
+        emulating ``cpu`` (a key of ``CPUS``).
 
         stdout and stderr are captured as text; the exit status is not checked, so a test can
         assert on both the status and the messages.
         """
+        root = self.root(cpu)
         target = [str(code_or_script)] if isinstance(code_or_script, Path) else ["-c", code_or_script]
-        cmd = [self.qemu, "-L", str(self.sysroot), str(self.python), *target, *map(str, args)]
+        cmd = [self.qemu, "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / PYTHON), *target,
+               *map(str, args)]
         return subprocess.run(cmd, env=self.env(), cwd=cwd or REPO, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -87,7 +131,11 @@ def _step(message: str) -> None:
 
 def _check(cmd: list[str], what: str, **kwargs) -> str:
     """Run a set-up command; its stdout, or an Arm64SetupError saying what could not be done."""
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    except FileNotFoundError as e:
+        raise Arm64SetupError(f"{what}: {cmd[0]} not found (the arm64 set-up needs Debian's apt, dpkg "
+                              "and the host's pip)") from e
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip()[-2000:]
         raise Arm64SetupError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{tail}")
@@ -190,4 +238,4 @@ def ensure_sysroot(cache_dir: Path = Path(".cache/arm64")) -> Arm64Env:
         _build_sysroot(cache, sysroot)
     if not site.is_dir():
         _build_site(cache, site)
-    return Arm64Env(qemu, sysroot, site, cache / "pycache")
+    return Arm64Env(qemu, sysroot, site, cache)

@@ -97,7 +97,7 @@ def test_lossy_round_trip_within_psnr(tmp_path, photo, suffix):
     back = read_image(path)
     assert back.shape == photo.shape and back.dtype == np.uint8
     # Quality 95 gives about 40 dB on Kodak photos; 35 dB allows for codec versions, while a swap of
-    # red and blue (about 20 dB on this photo) or a wrong quality setting would fall far below.
+    # red and blue (about 18 dB on this photo) or a wrong quality setting would fall far below.
     assert psnr(back, photo) > 35
     assert psnr(cv2.imread(str(path))[..., ::-1], photo) > 35
     assert psnr(back[..., ::-1], photo) < 30
@@ -229,7 +229,7 @@ def test_png_with_a_corrupt_header(tmp_path, photo):
         read_image(path)
 
 
-@pytest.mark.parametrize("suffix, keep", [(".jpg", 0.6), (".jpg", -2), (".png", 0.6), (".png", -12)])
+@pytest.mark.parametrize("suffix, keep", [(".jpg", 0.6), (".jpg", -2), (".png", 0.6), (".png", -12), (".webp", 0.6)])
 def test_truncated_file(tmp_path, photo, suffix, keep):
     data = encode(suffix, photo)
     cut = round(len(data) * keep) if isinstance(keep, float) else len(data) + keep  # -2: no EOI; -12: no IEND
