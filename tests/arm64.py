@@ -45,7 +45,7 @@ class Arm64SetupError(RuntimeError):
 class Cpu:
     """An ARM core as qemu emulates it and as ``/proc/cpuinfo`` describes it."""
 
-    board: str
+    board: str  # the Raspberry Pi with this core, for test ids
     variant: int
     part: int  # the MIDR part number, which tells the core apart
     revision: int
@@ -61,14 +61,16 @@ class Cpu:
 # The qemu CPU models of the Raspberry Pis: the Pi 4's Cortex-A72 has plain NEON, the Pi 5's
 # Cortex-A76 adds the dot-product instructions, so XNNPACK runs different INT8 kernels on each.
 CPUS = {
-    "cortex-a72": Cpu("Raspberry Pi 4", 0x0, 0xD08, 3, "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a76": Cpu("Raspberry Pi 5", 0x4, 0xD0B, 1, "fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+    "cortex-a72": Cpu("pi4", 0x0, 0xD08, 3, "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": Cpu("pi5", 0x4, 0xD0B, 1, "fp asimd evtstrm aes pmull sha1 sha2 crc32 "
                       "atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"),
 }
 
 
 @dataclass(frozen=True)
 class Arm64Env:
+    """A built emulated environment (see ``ensure_sysroot``)."""
+
     qemu: str  # path of qemu-aarch64-static
     sysroot: Path  # the arm64 root filesystem
     site: Path  # the unpacked aarch64 wheels
@@ -86,7 +88,7 @@ class Arm64Env:
         qemu-user 7.2 (Debian 12's) passes the host's x86 ``/proc/cpuinfo`` through, and the
         cpuinfo library that XNNPACK and ruy use to pick kernels crashes on it (a segfault at the
         first ``allocate_tensors``). qemu looks a path up under ``-L`` first, so this file is read
-        instead. One root per model keeps runs on different cores from sharing the file.
+        instead. One root per CPU model keeps runs on different cores from sharing the file.
         """
         root = self.cache / "roots" / cpu
         info = root / "proc" / "cpuinfo"
@@ -185,7 +187,8 @@ def _build_sysroot(cache: Path, sysroot: Path) -> None:
     _check(["apt-get", *opts, "update"], "apt-get update (arm64 lists)")
     packages = _dependency_closure(opts, ROOT_PACKAGES)
     debs = cache / "debs"
-    debs.mkdir(exist_ok=True)
+    shutil.rmtree(debs, ignore_errors=True)  # no stale versions to unpack over the new ones
+    debs.mkdir()
     _step(f"downloading {len(packages)} arm64 packages: {' '.join(packages)}")
     _check(["apt-get", *opts, "download", *packages], "apt-get download (arm64)", cwd=debs)
     partial = sysroot.with_name(sysroot.name + ".partial")
@@ -199,6 +202,7 @@ def _build_sysroot(cache: Path, sysroot: Path) -> None:
 
 def _build_site(cache: Path, site: Path) -> None:
     wheels = cache / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)  # one wheel per project: the newest pip finds
     _step(f"downloading aarch64 cp311 wheels: {' '.join(WHEELS)}")
     # --no-deps: LiteRT's other requirements (protobuf, tqdm, ml_dtypes...) are not imported by its
     # Interpreter, and the runtime must work without them.
@@ -209,21 +213,18 @@ def _build_site(cache: Path, site: Path) -> None:
     partial = site.with_name(site.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     for name in WHEELS:
-        whl = _newest_wheel(wheels, name)
+        whl = _wheel(wheels, name)
         _step(f"unpacking {whl.name}")
         with zipfile.ZipFile(whl) as z:
             z.extractall(partial)
     partial.rename(site)
 
 
-def _newest_wheel(wheels: Path, project: str) -> Path:
-    """The wheel of ``project`` in ``wheels`` with the highest version (older ones may linger)."""
-    prefix = project.replace("-", "_") + "-"
-    found = list(wheels.glob(f"{prefix}*.whl"))
-    if not found:
-        raise Arm64SetupError(f"no aarch64 wheel of {project} was downloaded into {wheels}")
-    version = lambda p: tuple(int(v) if v.isdigit() else 0 for v in p.name.split("-")[1].split("."))
-    return max(found, key=version)
+def _wheel(wheels: Path, project: str) -> Path:
+    found = sorted(wheels.glob(project.replace("-", "_") + "-*.whl"))
+    if len(found) != 1:
+        raise Arm64SetupError(f"expected one aarch64 wheel of {project} in {wheels}, found {[p.name for p in found]}")
+    return found[0]
 
 
 def ensure_sysroot(cache_dir: Path = Path(".cache/arm64")) -> Arm64Env:

@@ -24,7 +24,7 @@ import tiny_models as tm
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.arm
 
-CPUS = pytest.mark.parametrize("cpu", list(arm64.CPUS), ids=["pi4-a72", "pi5-a76"])
+CPUS = pytest.mark.parametrize("cpu", list(arm64.CPUS), ids=[f"{c.board}-{name}" for name, c in arm64.CPUS.items()])
 
 # The interpreter and what it runs on: machine, Python, whether numpy sees the dot-product
 # instructions (the Pi 5's core has them, the Pi 4's has not), and the ops LiteRT executed for one
@@ -75,6 +75,7 @@ def models(tmp_path_factory, photo_paths):
         crops += [rgb[y : y + 96, x : x + 96] for y in (0, 150) for x in (0, 150)]
     return {
         "int8": tm.unsharp(d / "unsharp_int8.tflite", representative=crops),
+        "int8_conv": tm.strided(d / "strided_int8.tflite", representative=crops),
         "float": tm.strided(d / "strided.tflite"),
     }
 
@@ -92,7 +93,7 @@ def run_host(code: str, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def ok(result: subprocess.CompletedProcess, where: str) -> subprocess.CompletedProcess:
+def succeeded(result: subprocess.CompletedProcess, where: str) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"{where}: exit {result.returncode}\n{result.stderr[-3000:]}"
     return result
 
@@ -104,7 +105,7 @@ def infer_both(arm, cpu, model, window, tmp_path) -> tuple[np.ndarray, np.ndarra
     outputs = []
     for name, run in (("x86", run_host), ("arm", lambda *a: arm.run(*a, cpu=cpu))):
         out = tmp_path / f"{name}.npy"
-        ops = json.loads(ok(run(INFER, model, tmp_path / "window.npy", out), name).stdout)
+        ops = json.loads(succeeded(run(INFER, model, tmp_path / "window.npy", out), name).stdout)
         assert "DELEGATE" in ops, f"{name}: XNNPACK did not take the graph, ops {ops}"
         outputs.append(np.load(out))
     return outputs[0], outputs[1]
@@ -112,7 +113,7 @@ def infer_both(arm, cpu, model, window, tmp_path) -> tuple[np.ndarray, np.ndarra
 
 @CPUS
 def test_emulated_runtime_is_python311_on_aarch64_with_xnnpack(arm, models, cpu):
-    result = ok(arm.run(PROBE, models["int8"], cpu=cpu), cpu)
+    result = succeeded(arm.run(PROBE, models["int8"], cpu=cpu), cpu)
     probe = json.loads(result.stdout)
     assert probe["machine"] == "aarch64"
     assert probe["python"] == [3, 11]
@@ -122,8 +123,9 @@ def test_emulated_runtime_is_python311_on_aarch64_with_xnnpack(arm, models, cpu)
 
 
 @CPUS
-def test_int8_output_is_within_one_lsb_of_x86(arm, models, window, tmp_path, cpu):
-    x86, aarch64 = infer_both(arm, cpu, models["int8"], window, tmp_path)
+@pytest.mark.parametrize("model", ["int8", "int8_conv"])  # depthwise + element-wise; full, strided and 1x1 convolutions
+def test_int8_output_is_within_one_lsb_of_x86(arm, models, window, tmp_path, cpu, model):
+    x86, aarch64 = infer_both(arm, cpu, models[model], window, tmp_path)
     assert x86.dtype == aarch64.dtype == np.int8 and x86.shape == aarch64.shape == (1, 256, 256, 3)
     assert np.unique(x86).size > 100, "the model's output is degenerate: nothing to compare"
     diff = np.abs(x86.astype(np.int16) - aarch64.astype(np.int16))
@@ -150,7 +152,7 @@ def test_cli_deblurs_a_photo_on_aarch64_as_on_x86(arm, models, photo_paths, tmp_
     results = {}
     for name, run in (("x86", run_host), ("arm", lambda *a: arm.run(*a, cpu=cpu))):
         out = tmp_path / name
-        ok(run(CLI, "deblur", photo, "-o", out, "--model", models["int8"], "--threads", "1", "--suffix", ".png"), name)
+        succeeded(run(CLI, "deblur", photo, "-o", out, "--model", models["int8"], "--threads", "1", "--suffix", ".png"), name)
         results[name] = cv2.imread(str(out / f"{photo.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert results[name] is not None, f"{name}: no {photo.stem}.png in {sorted(os.listdir(out))}"
     source = cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)

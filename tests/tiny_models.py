@@ -56,7 +56,7 @@ def unsharp(path: Path, amount: float = 0.8, shape=(1, None, None, 3), represent
     return _convert(fn, path, shape, representative)
 
 
-def strided(path: Path, seed: int = 0) -> Path:
+def strided(path: Path, seed: int = 0, representative=None) -> Path:
     """A two-level encoder-decoder with fixed random weights: 3x3 conv, stride-2 3x3 conv, 3x3 conv,
     depth-to-space up, skip addition and a global residual. Total stride 2, receptive radius 5."""
     tf = _tf()
@@ -70,7 +70,7 @@ def strided(path: Path, seed: int = 0) -> Path:
         up = tf.nn.depth_to_space(tf.nn.conv2d(b, w3, 1, "SAME"), 2)
         return x + 0.1 * tf.nn.conv2d(up + a, w4, 1, "SAME")
 
-    return _convert(fn, path, (1, None, None, 3))
+    return _convert(fn, path, (1, None, None, 3), representative)
 
 
 def classifier(path: Path) -> Path:

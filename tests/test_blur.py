@@ -1,0 +1,124 @@
+"""Blur synthesis (converters.blur) and the data split (converters.data), on real photos."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import data
+from converters.blur import (
+    BlurConfig, add_sensor_noise, linear_to_srgb, random_kernel, srgb_to_linear, synthesize_pair, trajectory_kernel,
+)
+
+ONLY = {kind: BlurConfig(**{f"p_{k}": float(k == kind) for k in ("trajectory", "motion", "defocus", "gaussian")})
+        for kind in ("trajectory", "motion", "defocus", "gaussian")}
+
+
+@pytest.mark.parametrize("kind", sorted(ONLY))
+def test_every_kernel_type_is_a_normalised_psf(kind):
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        k = random_kernel(rng, ONLY[kind])
+        assert k.ndim == 2 and k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+        assert k.min() >= 0
+        assert k.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_trajectory_kernel_is_centred_and_spread():
+    rng = np.random.default_rng(2)
+    for size in (9, 21, 31):
+        k = trajectory_kernel(rng, size=size)
+        yy, xx = np.indices(k.shape)
+        # The path is centred on its centroid and bilinear splatting keeps the centroid exactly, so
+        # the blur does not shift the image.
+        assert (k * yy).sum() == pytest.approx((size - 1) / 2, abs=1e-9)
+        assert (k * xx).sum() == pytest.approx((size - 1) / 2, abs=1e-9)
+        assert np.count_nonzero(k > 1e-3) >= 4  # a path, not a delta: length is at least size/4
+
+
+def test_srgb_transfer_roundtrip_and_known_values():
+    x = np.linspace(0, 1, 1001)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-12)
+    assert srgb_to_linear(np.array(0.5)) == pytest.approx(0.21404, abs=1e-5)  # IEC 61966-2-1
+    assert linear_to_srgb(np.array(0.18)) == pytest.approx(0.46136, abs=1e-5)
+
+
+def test_seeded_pairs_repeat_and_seeds_differ(photo):
+    a = synthesize_pair(photo, np.random.default_rng(7))
+    b = synthesize_pair(photo, np.random.default_rng(7))
+    c = synthesize_pair(photo, np.random.default_rng(8))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+    blurred, sharp, kernel = a
+    assert blurred.shape == sharp.shape == (128, 128, 3) and blurred.dtype == sharp.dtype == np.float32
+    assert 0 <= blurred.min() and blurred.max() <= 1 and kernel.sum() == pytest.approx(1.0)
+
+
+def test_blur_happens_in_linear_light():
+    # Black/white one-pixel stripes under a Gaussian of sigma >= 2 average to half the light: in linear
+    # light that is 0.5, shown as sRGB 1.055 * 0.5^(1/2.4) - 0.055 = 0.7354, where averaging sRGB
+    # values would give 0.5. The PSF's truncation at 3 sigma leaves a ripple of ~2e-4, hence 1e-3.
+    stripes = np.zeros((200, 200, 3), np.uint8)
+    stripes[:, ::2] = 255
+    config = replace(ONLY["gaussian"], crop=64, gaussian_sigma=(2, 3), shot_noise=(0, 0), read_noise=(0, 0),
+                     exposure_stops=(0, 0), p_jpeg=0)
+    blurred, sharp, _ = synthesize_pair(stripes, np.random.default_rng(0), config)
+    np.testing.assert_allclose(blurred, 1.055 * 0.5 ** (1 / 2.4) - 0.055, atol=1e-3)
+    np.testing.assert_allclose(np.unique(sharp), [0.0, 1.0], atol=1e-6)  # the target stays sharp
+
+
+def test_sensor_noise_matches_requested_levels():
+    rng = np.random.default_rng(3)
+    flat = np.full((256, 256, 3), 0.25, np.float32)
+    noisy = add_sensor_noise(flat, rng, shot=1e-3, read=2e-3)
+    expected = np.sqrt(1e-3 * 0.25 + 2e-3**2)
+    # 196608 samples: the sample std has a relative standard error of 1/sqrt(2N) = 0.16%.
+    assert noisy.std() == pytest.approx(expected, rel=0.02)
+    assert noisy.mean() == pytest.approx(0.25, abs=4 * expected / np.sqrt(noisy.size))
+
+
+def test_evaluation_noise_matches_sigma():
+    gray = np.full((256, 256, 3), 128, np.uint8)
+    out = data.blur_photo(gray, np.ones((1, 1)), noise_sigma=0.01, rng=np.random.default_rng(4)) / 255.0
+    # Gaussian sigma 0.01 plus 8-bit rounding noise (1/255/sqrt(12)) gives 0.01006.
+    assert out.std() == pytest.approx(np.hypot(0.01, 1 / 255 / np.sqrt(12)), rel=0.03)
+
+
+def test_training_never_draws_levin_kernels(levin_kernels, monkeypatch):
+    def refuse():
+        raise AssertionError("training touched the Levin kernels")
+
+    monkeypatch.setattr(data, "levin_kernels", refuse)
+    rng = np.random.default_rng(5)
+    photos = [("photo", np.full((200, 200, 3), 100, np.uint8))]
+    next(data.training_batches(photos, BlurConfig(crop=32), 4, rng))
+    for _ in range(300):
+        k = random_kernel(rng)
+        assert not any(k.shape == lk.shape and np.allclose(k, lk, atol=1e-4) for lk in levin_kernels)
+
+
+def test_split_is_disjoint_fixed_and_written_down(data_dir):
+    parts = [set(data.TRAINING), set(data.VALIDATION), set(data.HELDOUT)]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == 85 + 6 + 24
+    assert data.HELDOUT == tuple(f"kodak24/{p.name}" for p in sorted((data_dir / "photos" / "kodak24").iterdir()))
+    assert not any(name.startswith("kodak24/") for name in data.TRAINING + data.VALIDATION)
+    for name in data.TRAINING + data.VALIDATION:
+        assert name.startswith("skimage/") or (data_dir / "photos" / name).is_file(), name
+    written = (Path(data.REPO) / "docs" / "DATA.md").read_text()
+    for name in data.TRAINING + data.VALIDATION + data.HELDOUT:
+        assert Path(name).stem in written or name.startswith("kodak24/"), name
+
+
+def test_eval_pairs_are_deterministic_and_use_levin(tmp_path, levin_kernels):
+    names = data.make_eval_pairs(tmp_path / "a", "levin", crop=64)
+    data.make_eval_pairs(tmp_path / "b", "levin", crop=64)
+    assert names == [f"kodim{i:02d}" for i in range(1, 25)]
+    for sub, ext in (("blur", "png"), ("sharp", "png"), ("kernels", "npy")):
+        for name in names:
+            assert (tmp_path / "a" / sub / f"{name}.{ext}").read_bytes() == (tmp_path / "b" / sub / f"{name}.{ext}").read_bytes()
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / "kernels" / f"{name}.npy"), levin_kernels[i % 8])
