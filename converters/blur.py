@@ -27,7 +27,8 @@ def srgb_to_linear(image: np.ndarray) -> np.ndarray:
 def linear_to_srgb(image: np.ndarray) -> np.ndarray:
     """The sRGB transfer function: 12.92 l below 0.0031308, else 1.055 l^(1/2.4) - 0.055."""
     lin = np.asarray(image)
-    return np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.maximum(lin, 0.0031308) ** (1 / 2.4) - 0.055).astype(lin.dtype)
+    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.maximum(lin, 0.0031308) ** (1 / 2.4) - 0.055)
+    return srgb.astype(lin.dtype)
 
 
 # 8-bit sRGB decodes through a table: it is the hot path of on-the-fly synthesis.
@@ -47,11 +48,12 @@ def trajectory_kernel(
     jumps back on itself (an impulsive shake). A random fraction of the trajectory (the exposure) is
     rasterised with bilinear sub-pixel weights, centred on its centroid so the blur does not shift the
     image, and normalised to sum 1. ``length`` is the path length in pixels (default: random in
-    [size/4, size)); the path is shrunk if it would not fit in ``size`` x ``size``.
+    [size/3, 2 size): measured shake paths are long and curl up, like Levin's 50-70 pixel paths in
+    20-pixel kernels); the path is shrunk if it would not fit in ``size`` x ``size``.
     """
     if size < 3 or size % 2 == 0:
         raise ValueError(f"trajectory kernel size must be odd and >= 3, got {size}")
-    length = rng.uniform(size / 4, size - 1) if length is None else float(length)
+    length = rng.uniform(size / 3, 2 * size) if length is None else float(length)
     centripetal = 0.7 * rng.uniform()
     p_big_shake = 0.2 * rng.uniform()
     gaussian_shake = 10.0 * rng.uniform()
@@ -82,6 +84,17 @@ def trajectory_kernel(
     return _splat(x.real + half, x.imag + half, size)
 
 
+def center_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Translate a kernel by whole pixels so that its centroid lies within half a pixel of its centre,
+    padding it so no mass is lost. A blurred photo carries no trace of a global translation, so a blind
+    method cannot undo one; measured kernels (Levin's are off by up to 4 pixels) are centred first."""
+    yy, xx = np.indices(kernel.shape)
+    dy = int(np.round((kernel * yy).sum() / kernel.sum() - (kernel.shape[0] - 1) / 2))
+    dx = int(np.round((kernel * xx).sum() / kernel.sum() - (kernel.shape[1] - 1) / 2))
+    pad = max(abs(dy), abs(dx))
+    return np.roll(np.pad(kernel, pad), (-dy, -dx), axis=(0, 1))
+
+
 def _splat(xs: np.ndarray, ys: np.ndarray, size: int) -> np.ndarray:
     """Bilinear rasterisation of equally weighted points onto a size x size grid, normalised to 1."""
     x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
@@ -101,12 +114,12 @@ class BlurConfig:
     """
 
     crop: int = 128
-    p_trajectory: float = 0.7
+    p_trajectory: float = 0.8
     p_motion: float = 0.1
-    p_defocus: float = 0.1
-    p_gaussian: float = 0.1
-    kernel_sizes: tuple[int, int] = (9, 31)  # odd sizes drawn in this closed range
-    motion_length: tuple[float, float] = (3.0, 25.0)
+    p_defocus: float = 0.05
+    p_gaussian: float = 0.05
+    kernel_sizes: tuple[int, int] = (9, 35)  # odd sizes drawn in this closed range
+    motion_length: tuple[float, float] = (3.0, 31.0)
     defocus_radius: tuple[float, float] = (1.0, 6.0)
     gaussian_sigma: tuple[float, float] = (0.5, 3.0)
     shot_noise: tuple[float, float] = (0.0, 1.2e-3)
@@ -140,7 +153,8 @@ def random_kernel(rng: np.random.Generator, config: BlurConfig = BlurConfig()) -
 def blur_linear(linear: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolution ``k * x`` of a linear-light image with reflected borders (cv2.filter2D correlates,
     so the kernel is flipped)."""
-    return cv2.filter2D(linear, -1, np.ascontiguousarray(kernel[::-1, ::-1]).astype(np.float32), borderType=cv2.BORDER_REFLECT)
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1], dtype=np.float32)
+    return cv2.filter2D(linear, -1, flipped, borderType=cv2.BORDER_REFLECT)
 
 
 def add_sensor_noise(linear: np.ndarray, rng: np.random.Generator, shot: float, read: float) -> np.ndarray:

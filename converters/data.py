@@ -7,6 +7,7 @@ kernels are for evaluation only; training draws synthetic kernels (``converters.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from converters.blur import BlurConfig, blur_linear, linear_to_srgb, srgb_to_linear, synthesize_pair, trajectory_kernel
+from converters.blur import (
+    BlurConfig, blur_linear, center_kernel, linear_to_srgb, srgb_to_linear, synthesize_pair, trajectory_kernel,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_NAME = "kodak24-heldout-v1"
@@ -106,8 +109,6 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 def _npy(array: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
@@ -118,8 +119,9 @@ def make_eval_pairs(
 ) -> list[str]:
     """Write blurred/sharp evaluation pairs of the held-out photos, deterministically.
 
-    Photo ``i`` is blurred (full frame, so the crop has real borders) by Levin kernel ``i mod 8`` or by
-    a seeded trajectory kernel, noised (see ``blur_photo``) and centre-cropped to ``crop`` pixels.
+    Photo ``i`` is blurred (full frame, so the crop has real borders) by Levin kernel ``i mod 8``
+    (centred, see ``center_kernel``) or by a seeded trajectory kernel, noised (see ``blur_photo``) and
+    centre-cropped to ``crop`` pixels.
     Writes ``blur/NAME.png``, ``sharp/NAME.png`` and ``kernels/NAME.npy`` (the true kernel) under
     ``out_dir``; returns the names (``kodim01``...).
     """
@@ -130,7 +132,7 @@ def make_eval_pairs(
     levin = levin_kernels()
     names = []
     for i, (name, sharp) in enumerate(heldout_photos()):
-        kernel = levin[i % len(levin)] if kernels == "levin" else trajectory_kernel(rng, size=31)
+        kernel = center_kernel(levin[i % len(levin)]) if kernels == "levin" else trajectory_kernel(rng, size=31)
         blurred = blur_photo(sharp, kernel, noise_sigma, rng)
         h, w = sharp.shape[:2]
         if min(h, w) < crop:

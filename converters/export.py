@@ -47,7 +47,9 @@ def export_tflite(model: keras.Model, path: str | os.PathLike) -> Path:
 
     fn = tf.function(lambda image: model(image, training=False),
                      input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32, name="image")])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+    # No trackable object: given one, the converter keeps the weights as resource variables that the
+    # interpreter never initialises (garbage outputs); without it they are frozen into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
     flatbuffer = converter.convert()
     return _replace_atomic(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
 
@@ -98,7 +100,8 @@ def check_exports(model: keras.Model, tflite: Path, onnx: Path, sizes=((256, 256
     """Max absolute difference of each export from Keras on crops of a real held-out photo, at each
     size; raises if any exceeds ``TOLERANCE``."""
     photo = load_photo(CHECK_PHOTO).astype(np.float32) / 255.0
-    photo = np.pad(photo, ((0, max(0, 480 - photo.shape[0])), (0, max(0, 640 - photo.shape[1])), (0, 0)), mode="reflect")
+    tall, wide = (max(0, max(s[i] for s in sizes) - photo.shape[i]) for i in (0, 1))
+    photo = np.pad(photo, ((0, tall), (0, wide), (0, 0)), mode="reflect")  # Kodak is 500x500, 640 is wider
     errors = {}
     for h, w in sizes:
         crop = photo[:h, :w]

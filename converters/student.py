@@ -1,33 +1,42 @@
 """The student family: small U-shaped deblurring networks built for XNNPACK's INT8 kernels.
 
-Every op maps onto an XNNPACK quantized kernel: 3x3 and 1x1 convolutions, 3x3 depthwise
-convolutions, ReLU6 fused into them, additions, 2x2 stride-2 convolutions going down and 1x1
-convolution + depth-to-space going up. There is no normalisation, no global pooling and no
-attention, so a pixel's output depends only on its neighbourhood and tiles agree with whole
-frames. Channel counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16 channels).
+Every op maps onto an XNNPACK quantized kernel: 1x1 convolutions, 3x3 depthwise convolutions,
+2x2 stride-2 convolutions going down, ReLU6 fused into them, additions, and 1x1 convolution +
+depth-to-space going up. There is no normalisation, no global pooling and no attention, so a
+pixel's output depends only on its neighbourhood and tiles agree with whole frames. Channel
+counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16 channels).
+
+Nothing but the stem and the head touches full resolution: the stem folds each 2x2 pixel block
+into ``widths[0]`` channels (a learned space-to-depth) and the head unfolds 12 channels back into
+a 2x2 block of RGB corrections. Full-resolution element-wise work is what INT8 speeds up least
+(DESIGN.md), and it is where a U-Net at 640x480 spends most of its MACs.
 
 The network is a sequence of named stages, so any stage boundary can be cut for partitioned
 execution (``stage_models``)::
 
-    enc1 (1/1) -> enc2 (1/2) -> ... -> encL (1/2^(L-1)) -> bottleneck (1/2^L)
-         -> decL -> ... -> dec1 -> head,   decoder i also takes encoder i's output (skip)
+    enc1 (1/2) -> enc2 (1/4) -> ... -> encL (1/2^L) -> bottleneck (1/2^(L+1), then up to 1/2^L)
+         -> decL -> ... -> dec1 -> head (1/1),   dec{n} also takes enc{n}'s output (skip)
 
-Level ``i`` runs ``blocks[i]`` inverted-residual blocks (MobileNetV2's 1x1 expand, depthwise 3x3,
-1x1 project, plus the input) at ``widths[i]`` channels, in the encoder and again in the decoder;
-the bottleneck runs ``middle`` blocks at ``widths[-1]``. The head adds a predicted correction to
+Level ``n`` runs ``blocks[n-1]`` inverted-residual blocks (MobileNetV2's 1x1 expand, depthwise 3x3,
+linear 1x1 project, plus the input) at ``widths[n-1]`` channels, in the encoder and again in the
+decoder; the bottleneck runs ``middle`` blocks at ``widths[-1]``. The head adds the correction to
 the input image (global residual), so INT8 error lands on the correction, not on the image, and
 with its last convolution initialised to zero an untrained student is exactly the identity.
-``widths`` is the knob structured pruning shrinks: ``build_student(student_widths(m) ...)``.
+``widths`` is the knob structured pruning shrinks: ``build_student(narrower_widths, ...)`` builds
+the narrower copy and ``student_widths(model)`` reads a model's widths back.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import keras
 from keras import layers
 
 from converters.teacher import count_macs
 
-EXPANSION = 2  # inverted-residual expansion: MobileNetV2 uses 6; 2 keeps full-resolution tensors small
+EXPANSION = 2  # inverted-residual expansion: MobileNetV2 uses 6; 2 keeps high-resolution tensors small
 
 
 @keras.saving.register_keras_serializable(package="edge_deblur")
@@ -55,7 +64,7 @@ class DepthToSpace(layers.Layer):
 
 def inverted_residual(x, name: str):
     """MobileNetV2's block at the channel count of ``x``: 1x1 expand + ReLU6, depthwise 3x3 + ReLU6,
-    linear 1x1 project, plus the input. Cheap per pixel, which matters at full resolution."""
+    linear 1x1 project, plus the input: a 3x3 receptive field at about half a 3x3 convolution's MACs."""
     c = x.shape[-1]
     y = layers.Conv2D(EXPANSION * c, 1, activation="relu6", name=f"{name}_expand")(x)
     y = layers.DepthwiseConv2D(3, padding="same", activation="relu6", name=f"{name}_dw")(y)
@@ -76,10 +85,6 @@ def up(x, width: int, name: str):
     return DepthToSpace(2, name=f"{name}_shuffle")(x)
 
 
-def _stage(inputs: list, outputs, name: str) -> keras.Model:
-    return keras.Model(inputs, outputs, name=name)
-
-
 def _validate(widths: tuple[int, ...], blocks: tuple[int, ...], middle: int) -> None:
     if len(widths) != len(blocks) or not widths:
         raise ValueError(f"widths {widths} and blocks {blocks} need the same, non-zero number of levels")
@@ -89,146 +94,157 @@ def _validate(widths: tuple[int, ...], blocks: tuple[int, ...], middle: int) -> 
         raise ValueError(f"block counts must be >= 0, got blocks={blocks}, middle={middle}")
 
 
+def _wiring(levels: int) -> dict[str, list[str]]:
+    """Each stage in execution order, with the stages (or ``"image"``) whose outputs it consumes."""
+    wiring = {"enc1": ["image"]}
+    for n in range(2, levels + 1):
+        wiring[f"enc{n}"] = [f"enc{n - 1}"]
+    wiring["bottleneck"] = [f"enc{levels}"]
+    previous = "bottleneck"
+    for n in range(levels, 0, -1):
+        wiring[f"dec{n}"] = [previous, f"enc{n}"]
+        previous = f"dec{n}"
+    wiring["head"] = ["dec1", "image"]
+    return wiring
+
+
+def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int, ...], middle: int):
+    """Build one stage's layers on ``inputs`` (as ``_wiring`` lists them); returns its output. Every
+    layer is named after its stage and the stage ends in a layer named ``stage`` (an identity,
+    free in TFLite, except the head's final addition), which marks the cut points."""
+    if stage == "head":
+        x, image = inputs
+        correction = layers.Conv2D(12, 1, kernel_initializer="zeros", name="head_correction")(x)
+        correction = DepthToSpace(2, name="head_shuffle")(correction)
+        return layers.Add(name="head")([image, correction])
+    if stage == "bottleneck":
+        x = down(inputs[0], widths[-1], "bottleneck_down")
+        for b in range(middle):
+            x = inverted_residual(x, f"bottleneck_block{b}")
+        return layers.Identity(name=stage)(up(x, widths[-1], "bottleneck_up"))
+    n = int(stage[3:])
+    if stage.startswith("enc"):
+        if n == 1:
+            x = layers.Conv2D(widths[0], 2, strides=2, activation="relu6", name="enc1_stem")(inputs[0])
+        else:
+            x = down(inputs[0], widths[n - 1], f"{stage}_down")
+    else:
+        x = layers.Add(name=f"{stage}_merge")(inputs)
+    for b in range(blocks[n - 1]):
+        x = inverted_residual(x, f"{stage}_block{b}")
+    if stage.startswith("dec") and n > 1:
+        x = up(x, widths[n - 2], f"{stage}_up")
+    return layers.Identity(name=stage)(x)
+
+
 def build_student(
     widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (1, 1, 2), middle: int = 2, name: str = "student"
 ) -> keras.Model:
-    """The student: RGB float in [0, 1] in and out, any height and width multiple of ``2**len(widths)``.
-
-    Built as nested stage models (see the module docstring), so the whole model is a chain of
-    ``model.get_layer(stage)`` calls and each stage keeps its own weights.
-    """
+    """The student: RGB float in [0, 1] in and out, any height and width multiple of
+    ``2**(len(widths) + 1)`` (``multiple_of``; 16 for three levels). One flat functional model,
+    built stage by stage (``_stage``) in the order ``_wiring`` gives."""
     widths, blocks = tuple(widths), tuple(blocks)
     _validate(widths, blocks, middle)
-    levels = len(widths)
-    image = keras.Input((None, None, 3), name="image")
+    values = {"image": keras.Input((None, None, 3), name="image")}
+    for stage, inputs in _wiring(len(widths)).items():
+        values[stage] = _stage(stage, [values[n] for n in inputs], widths, blocks, middle)
+    return keras.Model(values["image"], values["head"], name=name)
 
-    stages: dict[str, keras.Model] = {}
-    x_in = keras.Input((None, None, 3), name="enc1_in")
-    x = layers.Conv2D(widths[0], 3, padding="same", activation="relu6", name="enc1_stem")(x_in)
-    for b in range(blocks[0]):
-        x = inverted_residual(x, f"enc1_block{b}")
-    stages["enc1"] = _stage([x_in], x, "enc1")
-    for level in range(1, levels):
-        x_in = keras.Input((None, None, widths[level - 1]), name=f"enc{level + 1}_in")
-        x = down(x_in, widths[level], f"enc{level + 1}_down")
-        for b in range(blocks[level]):
-            x = inverted_residual(x, f"enc{level + 1}_block{b}")
-        stages[f"enc{level + 1}"] = _stage([x_in], x, f"enc{level + 1}")
 
-    x_in = keras.Input((None, None, widths[-1]), name="bottleneck_in")
-    x = down(x_in, widths[-1], "bottleneck_down")
-    for b in range(middle):
-        x = inverted_residual(x, f"bottleneck_block{b}")
-    x = up(x, widths[-1], "bottleneck_up")
-    stages["bottleneck"] = _stage([x_in], x, "bottleneck")
-
-    for level in reversed(range(levels)):
-        n = level + 1
-        x_in = keras.Input((None, None, widths[level]), name=f"dec{n}_in")
-        skip = keras.Input((None, None, widths[level]), name=f"dec{n}_skip")
-        x = layers.Add(name=f"dec{n}_merge")([x_in, skip])
-        for b in range(blocks[level]):
-            x = inverted_residual(x, f"dec{n}_block{b}")
-        if level > 0:
-            x = up(x, widths[level - 1], f"dec{n}_up")
-        stages[f"dec{n}"] = _stage([x_in, skip], x, f"dec{n}")
-
-    x_in = keras.Input((None, None, widths[0]), name="head_in")
-    head_image = keras.Input((None, None, 3), name="head_image")
-    correction = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="head_correction")(x_in)
-    stages["head"] = _stage([x_in, head_image], layers.Add(name="head_residual")([head_image, correction]), "head")
-
-    skips = []
-    x = image
-    for level in range(levels):
-        x = stages[f"enc{level + 1}"](x)
-        skips.append(x)
-    x = stages["bottleneck"](x)
-    for level in reversed(range(levels)):
-        x = stages[f"dec{level + 1}"]([x, skips[level]])
-    output = stages["head"]([x, image])
-    return keras.Model(image, output, name=name)
+def _levels(model: keras.Model) -> int:
+    return sum(1 for layer in model.layers if re.fullmatch(r"enc\d+", layer.name))
 
 
 def stage_names(model: keras.Model) -> list[str]:
     """The stages in execution order: ``enc1 ... encL, bottleneck, decL ... dec1, head``."""
-    return [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    return list(_wiring(_levels(model)))
+
+
+def stage_inputs(model: keras.Model) -> dict[str, list[str]]:
+    """What each stage consumes, by the name of the stage (or ``"image"``) that produced it:
+    ``dec{n}`` takes the previous stage and the skip from ``enc{n}``; ``head`` takes ``dec1`` and
+    the image (the global residual). This is what a cut at a stage boundary must carry across."""
+    return _wiring(_levels(model))
 
 
 def stage_models(model: keras.Model) -> dict[str, keras.Model]:
-    """Each stage as its own model, in execution order. Inputs: ``enc*`` and ``bottleneck`` take the
-    previous stage's output; ``dec{n}`` takes ``[previous output, enc{n} output]``; ``head`` takes
-    ``[dec1 output, image]``. They share weights with ``model``: cutting at any boundary and
-    chaining the pieces is the whole model."""
-    return {name: model.get_layer(name) for name in stage_names(model)}
+    """Each stage as its own model, in execution order, with one input per entry of
+    ``stage_inputs`` (named ``{stage}_{producer}``, free height and width), holding a copy of
+    ``model``'s current weights. Chaining them (``run_stages``) is the whole model.
+
+    The stages are rebuilt on fresh inputs rather than cut out of ``model``'s graph: Keras models
+    whose inputs are another model's intermediate tensors cannot be serialised (nor, afterwards,
+    can the model they were cut from)."""
+    widths = student_widths(model)
+    blocks, middle = student_blocks(model)
+    channels = {"image": 3, **{stage: int(model.get_layer(stage).output.shape[-1]) for stage in stage_names(model)}}
+    stages = {}
+    for stage, producers in stage_inputs(model).items():
+        inputs = [keras.Input((None, None, channels[p]), name=f"{stage}_{p}") for p in producers]
+        stages[stage] = keras.Model(inputs, _stage(stage, inputs, widths, blocks, middle), name=stage)
+        for layer in stages[stage].layers:
+            if layer.weights:
+                layer.set_weights(model.get_layer(layer.name).get_weights())
+    return stages
 
 
-def run_stages(stages: dict[str, keras.Model], image):
-    """Chain the stage models on an image batch exactly as ``build_student`` wires them: the
-    reference for partitioned execution (whatever runs where, this is the arithmetic)."""
-    levels = sum(1 for name in stages if name.startswith("enc"))
-    skips, x = [], image
-    for level in range(levels):
-        x = stages[f"enc{level + 1}"](x)
-        skips.append(x)
-    x = stages["bottleneck"](x)
-    for level in reversed(range(levels)):
-        x = stages[f"dec{level + 1}"]([x, skips[level]])
-    return stages["head"]([x, image])
+def run_stages(model: keras.Model, stages: dict[str, keras.Model], image):
+    """Chain stage models on an image batch, each fed the outputs ``stage_inputs`` names: the
+    reference arithmetic for partitioned execution, whatever runs where."""
+    values = {"image": keras.ops.convert_to_tensor(image)}
+    for stage, inputs in stage_inputs(model).items():
+        values[stage] = stages[stage]([values[n] for n in inputs])
+    return values["head"]
 
 
 def student_widths(model: keras.Model) -> tuple[int, ...]:
     """The per-level channel widths of a student (``build_student``'s ``widths``), read from the
-    weights, so a pruned copy can be described and rebuilt."""
-    stages = stage_models(model)
-    levels = sum(1 for name in stages if name.startswith("enc"))
-    return tuple(int(stages[f"enc{level + 1}"].output.shape[-1]) for level in range(levels))
+    model, so a pruned copy can be described and rebuilt."""
+    return tuple(int(model.get_layer(f"enc{n}").output.shape[-1]) for n in range(1, _levels(model) + 1))
 
 
 def student_blocks(model: keras.Model) -> tuple[tuple[int, ...], int]:
     """``(blocks, middle)`` of a student, counted from its layer names."""
-    stages = stage_models(model)
-    levels = sum(1 for name in stages if name.startswith("enc"))
-
     def count(stage: str) -> int:
-        return sum(1 for layer in stages[stage].layers if layer.name.endswith("_add"))
+        return sum(1 for layer in model.layers if re.fullmatch(rf"{stage}_block\d+_add", layer.name))
 
-    return tuple(count(f"enc{level + 1}") for level in range(levels)), count("bottleneck")
+    return tuple(count(f"enc{n}") for n in range(1, _levels(model) + 1)), count("bottleneck")
 
 
 def multiple_of(model: keras.Model) -> int:
-    """Input height and width must be multiples of this: 2 per level plus 2 for the bottleneck."""
-    return 2 ** len(student_widths(model))
+    """Input height and width must be multiples of this: 2 per stride-2 convolution (the stem, the
+    levels below it and the bottleneck)."""
+    return 2 ** (_levels(model) + 1)
 
 
 def student_macs(model: keras.Model, h: int = 480, w: int = 640) -> int:
-    """Multiply-accumulates for one ``h`` x ``w`` frame (``converters.teacher.count_macs`` on the
-    flattened graph: its fixed-size rebuild needs plain layers, not nested stage models)."""
-    return count_macs(flatten(model), h, w)
+    """Multiply-accumulates of all convolutions for one ``h`` x ``w`` frame (the teacher's counter)."""
+    return count_macs(model, h, w)
 
 
-def flatten(model: keras.Model) -> keras.Model:
-    """The same network as one flat functional model (shared weights): calling each stage's layers
-    in order on the outer tensors. Needed by tools that walk ``model.layers`` (MAC counting)."""
-    stages = stage_models(model)
+@dataclass(frozen=True)
+class StudentSpec:
+    """``build_student``'s architecture arguments, as a named preset."""
 
-    def apply(stage: keras.Model, inputs: list):
-        values = {id(t): v for t, v in zip(stage.inputs, inputs)}
-        for layer in stage.layers[len(stage.inputs):] if False else stage.layers:
-            if isinstance(layer, layers.InputLayer):
-                continue
-            node = layer._inbound_nodes[0]
-            args = [values[id(t)] for t in node.input_tensors]
-            values[id(node.output_tensors[0])] = layer(args if len(args) > 1 else args[0])
-        return values[id(stage.outputs[0])]
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...] = (1, 1, 2)
+    middle: int = 2
 
-    image = keras.Input((None, None, 3), name="image")
-    levels = len(student_widths(model))
-    skips, x = [], image
-    for level in range(levels):
-        x = apply(stages[f"enc{level + 1}"], [x])
-        skips.append(x)
-    x = apply(stages["bottleneck"], [x])
-    for level in reversed(range(levels)):
-        x = apply(stages[f"dec{level + 1}"], [x, skips[level]])
-    return keras.Model(image, apply(stages["head"], [x, image]), name=f"{model.name}_flat")
+    def build(self, name: str = "student") -> keras.Model:
+        return build_student(self.widths, self.blocks, self.middle, name=name)
+
+
+# Per-target presets, shrunk from the default (16, 32, 64) / (1, 1, 2) / 2 (986M MACs per 640x480
+# frame, the unpruned starting point) until the student fits both the target's ``mac_budget``
+# (targets/*.json) and DESIGN.md's "10x fewer MACs than the teacher" (the teacher as trained, width
+# 16 with 4 middle blocks: 6.78G, so 678M); tests/test_student.py checks both bounds. Measured here
+# (benchmarks/expected_latency.py, INT8, 2 threads): blocks at level 1 (half resolution) cost the
+# most time per MAC and 8-channel levels reach only 40% of MobileNetV2's MAC rate (16+ channels:
+# 55-80%), so the Pi presets drop level-1 blocks rather than narrow level 1 to 8 channels.
+# Expected latency from those runs is in the comments (budget in brackets).
+STUDENTS: dict[str, StudentSpec] = {
+    "rpi4": StudentSpec(widths=(16, 24, 32), blocks=(0, 1, 2)),  # 334M, ~85 ms (100 ms)
+    "rpi5": StudentSpec(widths=(16, 24, 40), blocks=(0, 1, 2)),  # 400M, ~46 ms (66.7 ms)
+    "jetson-orin": StudentSpec(widths=(16, 24, 40)),  # 601M: bound by the teacher rule, budget 5876M
+    "x86": StudentSpec(widths=(16, 24, 40)),  # 601M: bound by the teacher rule, budget 1314M
+}

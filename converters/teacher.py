@@ -87,7 +87,10 @@ def naf_block(x, name: str):
 
 
 def build_teacher(
-    width: int = 16, enc_blocks: tuple[int, ...] = (1, 1, 2), middle_blocks: int = 2, dec_blocks: tuple[int, ...] = (1, 1, 1)
+    width: int = 16,
+    enc_blocks: tuple[int, ...] = (1, 1, 2),
+    middle_blocks: int = 4,
+    dec_blocks: tuple[int, ...] = (1, 1, 1),
 ) -> keras.Model:
     """The teacher, RGB float in [0, 1] in and out, any size that is a multiple of ``2**len(enc_blocks)``.
 

@@ -45,7 +45,7 @@ class TrainConfig:
     dec_blocks: tuple[int, ...] = (1, 1, 1)
     crop: int = 128
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     clip_norm: float = 1.0
@@ -59,7 +59,8 @@ class TrainConfig:
     def quick(cls, out: str, seed: int = 0) -> TrainConfig:
         """A tiny seeded run (seconds on a CPU) for CI and tests."""
         return cls(out=out, minutes=5.0, steps=30, seed=seed, width=8, enc_blocks=(1, 1), middle_blocks=1,
-                   dec_blocks=(1, 1), crop=32, batch_size=4, warmup_steps=3, ema_momentum=0.9, val_every=15, val_crop=64)
+                   dec_blocks=(1, 1), crop=32, batch_size=4, warmup_steps=3, ema_momentum=0.9, val_every=15,
+                   val_crop=64)
 
     @property
     def architecture(self) -> dict:
@@ -112,7 +113,8 @@ def compile_teacher(model: keras.Model, config: TrainConfig) -> keras.Model:
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, global_clipnorm=config.clip_norm,
         use_ema=True, ema_momentum=config.ema_momentum,
     )
-    model.compile(optimizer=optimizer, loss=DeblurLoss(config.fft_weight), jit_compile=keras.backend.backend() != "tensorflow")
+    jit = keras.backend.backend() != "tensorflow"
+    model.compile(optimizer=optimizer, loss=DeblurLoss(config.fft_weight), jit_compile=jit)
     optimizer.build(model.trainable_variables)
     return model
 
@@ -191,13 +193,19 @@ def train(config: TrainConfig) -> TrainResult:
     model = compile_teacher(build_teacher(**config.architecture), config)
     rng = np.random.default_rng(config.seed)
     val_blurred, val_sharp = validation_pairs(config.val_crop, seed=config.seed + 1234)
+    blurred_val_psnr = psnr(val_blurred, val_sharp)
     state = load_checkpoint(out, model) or {
         "step": 0, "seconds": 0.0, "history": [], "best_step": 0, "best_val_psnr": -math.inf,
-        "blurred_val_psnr": psnr(val_blurred, val_sharp),
+        "blurred_val_psnr": blurred_val_psnr,
     }
     if "rng" in state:
         rng.bit_generator.state = state["rng"]
         print(f"resumed {out} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)", flush=True)
+        if not math.isclose(blurred_val_psnr, state["blurred_val_psnr"], abs_tol=1e-6):
+            # The synthesis changed since the checkpoint: old scores are on another validation set.
+            print(f"validation set changed (blurred PSNR {state['blurred_val_psnr']:.2f} -> "
+                  f"{blurred_val_psnr:.2f} dB): best-checkpoint tracking restarts", flush=True)
+            state.update(blurred_val_psnr=blurred_val_psnr, best_val_psnr=-math.inf, best_step=state["step"])
     batches = training_batches(training_photos(), BlurConfig(crop=config.crop), config.batch_size, rng)
     budget = config.minutes * 60
     best = out / "best.weights.h5"
@@ -228,9 +236,12 @@ def train(config: TrainConfig) -> TrainResult:
         state["seconds"] += time.monotonic() - started
         if state["step"] % 25 == 0:
             rate = 25 / (time.monotonic() - tick)
-            eta = budget - state["seconds"] if not config.steps else min(budget - state["seconds"], (config.steps - state["step"]) / rate)
-            print(f"step {state['step']} loss {np.mean(losses[-25:]):.4f} lr {float(model.optimizer.learning_rate):.2e} "
-                  f"{rate:.2f} it/s ETA {eta / 60:.1f} min", flush=True)
+            eta = budget - state["seconds"]
+            if config.steps:
+                eta = min(eta, (config.steps - state["step"]) / rate)
+            lr = float(model.optimizer.learning_rate)
+            print(f"step {state['step']} loss {np.mean(losses[-25:]):.4f} lr {lr:.2e} {rate:.2f} it/s "
+                  f"ETA {eta / 60:.1f} min", flush=True)
             tick = time.monotonic()
         if state["step"] % config.val_every == 0:
             validate()
@@ -250,8 +261,9 @@ def train(config: TrainConfig) -> TrainResult:
 def main(argv: list[str] | None = None) -> TrainResult:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/teacher", help="run folder (checkpoints, best EMA weights, log)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget, over all resumptions")
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: time budget only)")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="wall-clock budget of the training steps (not validation), summed over resumptions")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: time only)")
     parser.add_argument("--quick", action="store_true", help="tiny seeded configuration for CI")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=None, help="channels at full resolution")

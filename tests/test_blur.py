@@ -10,7 +10,8 @@ import pytest
 
 from converters import data
 from converters.blur import (
-    BlurConfig, add_sensor_noise, linear_to_srgb, random_kernel, srgb_to_linear, synthesize_pair, trajectory_kernel,
+    BlurConfig, add_sensor_noise, center_kernel, linear_to_srgb, random_kernel, srgb_to_linear, synthesize_pair,
+    trajectory_kernel,
 )
 
 ONLY = {kind: BlurConfig(**{f"p_{k}": float(k == kind) for k in ("trajectory", "motion", "defocus", "gaussian")})
@@ -119,6 +120,17 @@ def test_eval_pairs_are_deterministic_and_use_levin(tmp_path, levin_kernels):
     assert names == [f"kodim{i:02d}" for i in range(1, 25)]
     for sub, ext in (("blur", "png"), ("sharp", "png"), ("kernels", "npy")):
         for name in names:
-            assert (tmp_path / "a" / sub / f"{name}.{ext}").read_bytes() == (tmp_path / "b" / sub / f"{name}.{ext}").read_bytes()
+            first, second = (tmp_path / run / sub / f"{name}.{ext}" for run in ("a", "b"))
+            assert first.read_bytes() == second.read_bytes()
     for i, name in enumerate(names):
-        np.testing.assert_array_equal(np.load(tmp_path / "a" / "kernels" / f"{name}.npy"), levin_kernels[i % 8])
+        saved = np.load(tmp_path / "a" / "kernels" / f"{name}.npy")
+        np.testing.assert_array_equal(saved, center_kernel(levin_kernels[i % 8]))
+
+
+def test_center_kernel_only_translates(levin_kernels):
+    for k in levin_kernels:
+        c = center_kernel(k)
+        yy, xx = np.indices(c.shape)
+        assert abs((c * yy).sum() - (c.shape[0] - 1) / 2) <= 0.5 and abs((c * xx).sum() - (c.shape[1] - 1) / 2) <= 0.5
+        assert c.shape[0] % 2 == 1 and c.sum() == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_array_equal(np.sort(c[c > 0]), np.sort(k[k > 0]))  # same values, moved
