@@ -2,9 +2,10 @@
 
 1. Tiling: a frame cut into overlapping windows against one pass over the same pixels.
 2. Python around ``invoke()``: the whole ``Deblurrer.__call__`` against the time spent inside the
-   interpreter's ``invoke`` (quantization, layout, padding, blending and dtype conversion are the rest).
+   interpreter's ``invoke`` during that call (quantization, layout, padding, blending and dtype
+   conversion are the rest).
 
-    python benchmarks/runtime_overhead.py --model teacher --threads 2 --repeats 15
+    python benchmarks/runtime_overhead.py --model teacher --threads 2 --rounds 5 --repeats 3
 """
 
 from __future__ import annotations
@@ -28,60 +29,60 @@ def frame_640x480() -> np.ndarray:
     return cv2.resize(image, (640, 480), interpolation=cv2.INTER_CUBIC)
 
 
-def timed_invokes(deblurrer: Deblurrer) -> list[float]:
-    """Wrap the interpreter's invoke to collect its durations."""
-    interp = deblurrer.runner.interp
-    inner, spent = interp.invoke, []
+class InvokeClock:
+    """Wraps a LiteRT interpreter's ``invoke`` and accumulates the seconds spent inside it."""
 
-    def invoke():
+    def __init__(self, deblurrer: Deblurrer):
+        interp = deblurrer.runner.interp
+        self.inner, self.seconds = interp.invoke, 0.0
+        interp.invoke = self
+
+    def __call__(self):
         t = time.perf_counter()
-        inner()
-        spent.append(time.perf_counter() - t)
-
-    interp.invoke = invoke
-    return spent
+        self.inner()
+        self.seconds += time.perf_counter() - t
 
 
-def median_call(fn, repeats: int) -> float:
-    fn(), fn()  # warm-up: allocation, XNNPACK packing
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+def timed_call(deblurrer: Deblurrer, clock: InvokeClock, frame: np.ndarray) -> tuple[float, float]:
+    """(seconds for the whole call, seconds of it inside invoke)."""
+    clock.seconds = 0.0
+    t = time.perf_counter()
+    deblurrer(frame)
+    return time.perf_counter() - t, clock.seconds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all configurations")
+    ap.add_argument("--repeats", type=int, default=3, help="calls per configuration per round")
     ap.add_argument("--tiles", type=int, nargs="+", default=[512, 256], help="tile sides to compare with one pass")
     args = ap.parse_args()
     frame = frame_640x480()
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads; model {args.model}; frame 640x480")
+    print(f"machine: {platform.machine()} {platform.processor()}, {args.threads} threads; model {args.model}; frame 640x480; "
+          f"{args.rounds} interleaved rounds x {args.repeats} calls, medians")
 
-    one_pass = Deblurrer.load(args.model, threads=args.threads, tile=640)
-    assert one_pass.plan(480, 640).count == 1
-    rounds = {"one pass": one_pass}
+    configs = {"one pass": Deblurrer.load(args.model, threads=args.threads, tile=640)}
+    assert configs["one pass"].plan(480, 640).count == 1
     for tile in args.tiles:
-        rounds[f"tile {tile}"] = Deblurrer.load(args.model, threads=args.threads, tile=tile, overlap=32)
+        configs[f"tile {tile}, overlap 32"] = Deblurrer.load(args.model, threads=args.threads, tile=tile, overlap=32)
+    clocks = {name: InvokeClock(d) for name, d in configs.items()}
+    for name, d in configs.items():  # warm-up: allocation, XNNPACK weight packing
+        timed_call(d, clocks[name], frame)
 
-    # interleave the configurations so that machine noise hits them alike
-    times = {name: [] for name in rounds}
-    invokes = {name: timed_invokes(d) for name, d in rounds.items()}
-    for _ in range(3):
-        for name, d in rounds.items():
-            times[name].append(median_call(lambda: d(frame), max(1, args.repeats // 3)))
-    base = statistics.median(times["one pass"])
+    samples = {name: [] for name in configs}
+    for _ in range(args.rounds):  # interleaved, so machine noise hits every configuration alike
+        for name, d in configs.items():
+            samples[name] += [timed_call(d, clocks[name], frame) for _ in range(args.repeats)]
+
+    base = statistics.median(total for total, _ in samples["one pass"])
     print("\n| configuration | windows | pixels processed / frame | median ms | vs one pass | Python around invoke |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, d in rounds.items():
+    for name, d in configs.items():
         plan = d.plan(480, 640)
-        total = statistics.median(times[name])
-        per_frame_invoke = statistics.median(invokes[name][-plan.count * 5 :]) * plan.count
-        python_share = (total - per_frame_invoke) / total
+        total = statistics.median(t for t, _ in samples[name])
+        python_share = statistics.median((t - inv) / t for t, inv in samples[name])
         print(f"| {name} | {plan.count} | {plan.pixels_processed / (640 * 480):.3f} | {1000 * total:.1f} | "
               f"{total / base - 1:+.1%} | {python_share:.1%} |")
 

@@ -34,32 +34,21 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from converters.teacher import count_macs
+from converters.teacher import DepthToSpace, count_macs
 
 EXPANSION = 2  # inverted-residual expansion: MobileNetV2 uses 6; 2 keeps high-resolution tensors small
 
 
 @keras.saving.register_keras_serializable(package="edge_deblur")
-class DepthToSpace(layers.Layer):
-    """``tf.nn.depth_to_space``: lowers to TFLite's single DEPTH_TO_SPACE op, which XNNPACK runs in
-    INT8 (a reshape/transpose formulation would lower to shape arithmetic and TRANSPOSE)."""
-
-    def __init__(self, block: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.block = block
+class DepthToSpaceOp(DepthToSpace):
+    """The teacher's ``DepthToSpace`` through ``tf.nn.depth_to_space``: it lowers to TFLite's single
+    DEPTH_TO_SPACE op, which XNNPACK runs in INT8 (the backend-agnostic reshape/transpose lowers to
+    shape arithmetic and TRANSPOSE)."""
 
     def call(self, x):
         import tensorflow as tf
 
         return tf.nn.depth_to_space(x, self.block)
-
-    def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        r = self.block
-        return (b, None if h is None else h * r, None if w is None else w * r, c // (r * r))
-
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
 
 
 def inverted_residual(x, name: str):
@@ -82,7 +71,7 @@ def up(x, width: int, name: str):
     """Double the resolution: 1x1 convolution to ``4 * width`` channels, then depth-to-space (a
     sub-pixel convolution; no transposed convolution, which gains little from INT8)."""
     x = layers.Conv2D(4 * width, 1, name=f"{name}_conv")(x)
-    return DepthToSpace(2, name=f"{name}_shuffle")(x)
+    return DepthToSpaceOp(2, name=f"{name}_shuffle")(x)
 
 
 def _validate(widths: tuple[int, ...], blocks: tuple[int, ...], middle: int) -> None:
@@ -115,7 +104,7 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
     if stage == "head":
         x, image = inputs
         correction = layers.Conv2D(12, 1, kernel_initializer="zeros", name="head_correction")(x)
-        correction = DepthToSpace(2, name="head_shuffle")(correction)
+        correction = DepthToSpaceOp(2, name="head_shuffle")(correction)
         return layers.Add(name="head")([image, correction])
     if stage == "bottleneck":
         x = down(inputs[0], widths[-1], "bottleneck_down")

@@ -125,23 +125,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
-def ema_psnr(model: keras.Model, blurred: np.ndarray, sharp: np.ndarray) -> float:
-    """Validation PSNR of the EMA weights; the training weights are restored afterwards."""
-    weights = model.get_weights()
+def ema_weights(model: keras.Model) -> list[np.ndarray]:
+    """The optimizer's moving averages of ``model``'s weights, as copies; ``model`` is left as it was.
+    (Copies matter on JAX, where a variable and its average would otherwise share a donated buffer.)"""
+    current = model.get_weights()
     model.optimizer.finalize_variable_values(model.trainable_variables)
-    restored = np.concatenate([model.predict_on_batch(blurred[i : i + 4]) for i in range(0, len(blurred), 4)])
-    model.set_weights(weights)
-    return psnr(np.clip(restored, 0, 1), sharp)
+    averaged = model.get_weights()
+    model.set_weights(current)
+    return averaged
 
 
-def save_ema_weights(model: keras.Model, path: Path) -> None:
-    """Write the EMA weights to ``path`` (``*.weights.h5``) atomically."""
-    weights = model.get_weights()
-    model.optimizer.finalize_variable_values(model.trainable_variables)
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-    model.set_weights(weights)
+def restore(model: keras.Model, blurred: np.ndarray, batch: int = 4) -> np.ndarray:
+    """``model`` applied to a stack of images, ``batch`` at a time, clipped to [0, 1]."""
+    restored = [model.predict_on_batch(blurred[i : i + batch]) for i in range(0, len(blurred), batch)]
+    return np.clip(np.concatenate(restored), 0, 1)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -191,6 +188,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     keras.utils.set_random_seed(config.seed)
     model = compile_teacher(build_teacher(**config.architecture), config)
+    shadow = build_teacher(**config.architecture)  # holds the EMA weights for validation and export
     rng = np.random.default_rng(config.seed)
     val_blurred, val_sharp = validation_pairs(config.val_crop, seed=config.seed + 1234)
     blurred_val_psnr = psnr(val_blurred, val_sharp)
@@ -214,11 +212,14 @@ def train(config: TrainConfig) -> TrainResult:
         return max(state["step"] / config.steps if config.steps else 0.0, state["seconds"] / budget)
 
     def validate() -> None:
-        value = ema_psnr(model, val_blurred, val_sharp)
+        shadow.set_weights(ema_weights(model))
+        value = psnr(restore(shadow, val_blurred), val_sharp)
         state["history"].append((state["step"], value))
         if value > state["best_val_psnr"]:
             state.update(best_step=state["step"], best_val_psnr=value)
-            save_ema_weights(model, best)
+            tmp = best.with_name(f".tmp-{best.name}")
+            shadow.save_weights(tmp)
+            os.replace(tmp, best)
             _write_json(out / "best.json", {k: state[k] for k in ("best_step", "best_val_psnr", "blurred_val_psnr")})
         print(f"step {state['step']}: EMA val PSNR {value:.2f} dB (blurred {state['blurred_val_psnr']:.2f}, "
               f"best {state['best_val_psnr']:.2f} at {state['best_step']})", flush=True)
