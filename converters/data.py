@@ -7,9 +7,7 @@ kernels are for evaluation only; training draws synthetic kernels (``converters.
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from converters.blur import (
     BlurConfig, blur_linear, center_kernel, linear_to_srgb, srgb_to_linear, synthesize_pair, trajectory_kernel,
 )
+from edge_deblur.images import AtomicFile, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_NAME = "kodak24-heldout-v1"
@@ -95,25 +94,6 @@ def blur_photo(sharp: np.ndarray, kernel: np.ndarray, noise_sigma: float, rng: n
     return np.round(np.clip(srgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))[1].tobytes()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def make_eval_pairs(
     out_dir: str | os.PathLike, kernels: str = "levin", noise_sigma: float = 0.01, seed: int = 0, crop: int = 256
 ) -> list[str]:
@@ -139,9 +119,10 @@ def make_eval_pairs(
             raise ValueError(f"{name}: photo of {w}x{h} is smaller than the {crop}-pixel crop")
         y, x = (h - crop) // 2, (w - crop) // 2
         stem = Path(name).stem
-        _write_atomic(out / "blur" / f"{stem}.png", _png(blurred[y : y + crop, x : x + crop]))
-        _write_atomic(out / "sharp" / f"{stem}.png", _png(sharp[y : y + crop, x : x + crop]))
-        _write_atomic(out / "kernels" / f"{stem}.npy", _npy(kernel))
+        write_image(out / "blur" / f"{stem}.png", blurred[y : y + crop, x : x + crop])
+        write_image(out / "sharp" / f"{stem}.png", sharp[y : y + crop, x : x + crop])
+        with AtomicFile(out / "kernels" / f"{stem}.npy") as tmp:
+            np.save(tmp, kernel)
         names.append(stem)
     return names
 
