@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__, images, pipeline, video
 from .errors import EdgeDeblurError
 from .metrics import measure_latency
-from .model import Deblurrer, bundled_models, resolve_model, _sidecar
+from .model import Deblurrer, bundled_models, resolve_model, read_sidecar
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,10 @@ def cmd_deblur(args) -> int:
 def cmd_run(args) -> int:
     gate = video.BlurGate(args.gate) if args.gate is not None else None
     if args.video and args.select:
-        keep = float(args.select) if "." in args.select else int(args.select)
+        try:
+            keep = float(args.select) if "." in args.select else int(args.select)
+        except ValueError:
+            raise EdgeDeblurError(f"--select {args.select!r}: give a frame count (10) or a fraction (0.2)") from None
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
         kept = video.select_sharpest(args.video, out, keep=keep)
         print(f"kept {len(kept)} sharpest frame(s) -> {out}")
@@ -134,7 +137,7 @@ def cmd_info(args) -> int:
     deblur = Deblurrer.load(path)
     info = asdict(deblur.info)
     info.update(path=str(path), input_dtype=str(deblur.info.input_dtype),
-                size_bytes=path.stat().st_size, sidecar=_sidecar(path))
+                size_bytes=path.stat().st_size, sidecar=read_sidecar(path))
     print(json.dumps(info, indent=2, default=str))
     return 0
 

@@ -95,7 +95,7 @@ def resolve_model(model: str | os.PathLike) -> Path:
     return path
 
 
-def _sidecar(path: Path) -> dict:
+def read_sidecar(path: Path) -> dict:
     side = path.with_suffix(".json")
     if not side.exists():
         return {}
@@ -232,7 +232,7 @@ class Deblurrer:
         path = resolve_model(model)
         threads = threads or os.cpu_count() or 1
         runner = _OnnxRuntime(path, threads, providers) if path.suffix.lower() == ".onnx" else _LiteRT(path, threads)
-        info = inspect_model(path, runner, _sidecar(path))
+        info = inspect_model(path, runner, read_sidecar(path))
         if tile is not None and tile % info.multiple:
             raise ModelError(f"{path}: tile {tile} is not a multiple of the model's stride {info.multiple}")
         return cls(runner, info, TileConfig(tile, overlap))
