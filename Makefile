@@ -9,7 +9,7 @@ VENV ?= .venv
 RUNTIME_VENV ?= .venv-runtime
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-runtime-pythons clean
+.PHONY: demo test test-runtime-pythons students clean
 
 demo:
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed
 # The runtime alone (no TensorFlow) on each Python the boards run: 3.10 (JetPack 6), 3.11 (Pi OS).
 test-runtime-pythons:
 	bash tests/runtime_pythons.sh 3.10 3.11
+
+# Re-make the bundled students (about 20 CPU-minutes each on 2 cores; each run resumes if stopped).
+students: $(VENV)/.installed
+	for t in rpi5 rpi4 jetson-orin; do $(VENV)/bin/edge-deblur convert --target $$t -o build/$$t || exit 1; done
+	$(VENV)/bin/python -c "from converters.convert import ship; [ship(f'build/{t}') for t in ('rpi5', 'rpi4', 'jetson-orin')]"
 
 clean:
 	rm -rf out build *.egg-info

@@ -15,30 +15,17 @@ the hardware as well as MobileNetV2 does.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from converters.reference import (MOBILENET_V2_SHAPE, expected_ms, mobilenet_v2_tflite, tflite_macs,  # noqa: E402
-                                  time_side_by_side)
+from converters.reference import (MOBILENET_V2_SHAPE, expected_ms, host_cpu, mobilenet_v2_tflite,  # noqa: E402
+                                  tflite_macs, time_side_by_side)
 from targets import available_targets, load_target  # noqa: E402
 
 FRAME = (480, 640)  # (height, width): the frame every target's latency budget is for
-
-
-def host_cpu() -> str:
-    """The host's CPU model name and core count, for the record."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> dict:

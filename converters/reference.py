@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,14 @@ def time_side_by_side(models: dict[str, tuple[Path, tuple[int, ...] | None]], *,
 def expected_ms(student_ms_here: float, mobilenet_ms_here: float, mobilenet_ms_target: float) -> float:
     """The student's expected latency on a target, scaled by MobileNetV2's speed ratio."""
     return student_ms_here * mobilenet_ms_target / mobilenet_ms_here
+
+
+def host_cpu() -> str:
+    """The host's CPU model name and core count, for the record."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"

@@ -223,17 +223,16 @@ class StudentSpec:
         return build_student(self.widths, self.blocks, self.middle, name=name)
 
 
-# Per-target presets, shrunk from the default (16, 32, 64) / (1, 1, 2) / 2 (986M MACs per 640x480
-# frame, the unpruned starting point) until the student fits both the target's ``mac_budget``
-# (targets/*.json) and DESIGN.md's "10x fewer MACs than the teacher" (the teacher as trained, width
-# 16 with 4 middle blocks: 6.78G, so 678M); tests/test_student.py checks both bounds. Measured here
-# (benchmarks/expected_latency.py, INT8, 2 threads): blocks at level 1 (half resolution) cost the
-# most time per MAC and 8-channel levels reach only 40% of MobileNetV2's MAC rate (16+ channels:
-# 55-80%), so the Pi presets drop level-1 blocks rather than narrow level 1 to 8 channels.
-# Expected latency from those runs is in the comments (budget in brackets).
+# Per-target starting points for ``edge-deblur convert``: the unpruned students that distillation
+# trains and structured pruning (converters.prune) then narrows to the target's ``mac_budget``
+# (targets/*.json), and never above a tenth of the teacher's MACs (DESIGN.md). Only the widths
+# shrink; the depth is chosen here. Measured (benchmarks/expected_latency.py, INT8, 2 threads):
+# blocks at level 1 (half resolution) cost the most time per MAC, so the Raspberry Pi students have
+# none there; 8-channel levels reach only 40% of MobileNetV2's MAC rate (16+ channels: 55-80%), so
+# pruning stops at 16 channels (``converters.prune.choose_widths``' ``min_width``).
 STUDENTS: dict[str, StudentSpec] = {
-    "rpi4": StudentSpec(widths=(16, 24, 32), blocks=(0, 1, 2)),  # 334M, ~85 ms (100 ms)
-    "rpi5": StudentSpec(widths=(16, 24, 40), blocks=(0, 1, 2)),  # 400M, ~46 ms (66.7 ms)
-    "jetson-orin": StudentSpec(widths=(16, 24, 40)),  # 601M: bound by the teacher rule, budget 5876M
-    "x86": StudentSpec(widths=(16, 24, 40)),  # 601M: bound by the teacher rule, budget 1314M
+    "rpi4": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2)),  # 784M before pruning, budget 341M
+    "rpi5": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2)),  # 784M before pruning, budget 455M
+    "jetson-orin": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 5876M
+    "x86": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 1314M
 }

@@ -123,7 +123,9 @@ def build_teacher(
 
 def multiple_of(model: keras.Model) -> int:
     """The factor input height and width must be multiples of: 2 per stride-2 level."""
-    return 2 ** sum(1 for layer in model.layers if isinstance(layer, layers.Conv2D) and layer.strides == (2, 2))
+    # Recursively: a user's teacher may wrap the network as a nested model.
+    every = model._flatten_layers(include_self=False, recursive=True)
+    return 2 ** sum(1 for layer in every if isinstance(layer, layers.Conv2D) and layer.strides == (2, 2))
 
 
 def count_macs(model: keras.Model, h: int, w: int) -> int:
@@ -137,7 +139,10 @@ def count_macs(model: keras.Model, h: int, w: int) -> int:
     fixed = keras.Model.from_config(config)  # a fixed-size twin, so every layer's output shape is known
     macs = 0
     for layer in fixed.layers:
-        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+        if isinstance(layer, keras.Model):  # a nested network (a user's wrapper around a teacher)
+            shape = layer._inbound_nodes[0].input_tensors[0].shape
+            macs += count_macs(layer, shape[1], shape[2])
+        elif isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
             out = layer.output.shape
             kernel = layer.kernel.shape  # (kh, kw, c_in, c_out) or (kh, kw, c_in, multiplier) or (c_in, c_out)
             per_output = kernel[0] * kernel[1] if isinstance(layer, layers.DepthwiseConv2D) else math.prod(kernel[:-1])

@@ -142,6 +142,27 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
+            raise ImportError("TensorFlow and Keras are missing")
+        from converters.convert import config_from_args, convert
+    except ImportError as e:
+        raise EdgeDeblurError(f"edge-deblur convert needs the host toolchain, which is not installed here ({e}); "
+                              "on a workstation with Python 3.12: pip install 'edge-deblur[convert]' from a checkout") from e
+    card = convert(config_from_args(args))
+    failed = [c["name"] for c in card["checks"] if not c["passed"]]
+    q = card["quality"]
+    print(f"{card['name']}: {card['student']['macs'] / 1e6:.0f}M MACs ({card['student']['mac_reduction']}x fewer than the teacher), "
+          f"+{q['student_gain_db']:.2f} dB ({(q['gain_kept'] or 0):.0%} of the teacher's +{q['teacher_gain_db']:.2f} dB), "
+          f"expected {card['latency']['expected_ms']:.1f} ms on {card['target']['name']}")
+    print(f"checks: {len(card['checks']) - len(failed)}/{len(card['checks'])} passed" + (f"; failed: {'; '.join(failed)}" if failed else ""))
+    print(f"report: {Path(args.out or f'build/{args.target}') / 'report.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.")
     parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
@@ -186,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None)
     p.add_argument("--repeats", type=int, default=20)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("convert", help="distill, prune and quantize a teacher into a student for a target (host toolchain)")
+    p.add_argument("--teacher", default="teacher", help="the bundled teacher's name, a .keras or an .onnx file")
+    p.add_argument("--target", required=True, help="target profile in targets/: rpi4, rpi5, jetson-orin, x86")
+    p.add_argument("-o", "--out", default="", help="output folder (default build/TARGET); running again resumes")
+    p.add_argument("--quick", action="store_true", help="the whole chain in about a minute (CI, smoke tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distill-steps", type=int, help="training steps before pruning")
+    p.add_argument("--finetune-steps", type=int, help="training steps after pruning")
+    p.add_argument("--crops", type=int, help="size of the distillation set (crops run through the teacher)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="what the runtime reads from a model")
     p.add_argument("model")

@@ -20,7 +20,7 @@ from .errors import ModelError
 from .tiling import TilePlan, plan_tiles, run_tiled
 
 MODELS_DIR = Path(__file__).with_name("models")
-DEFAULT_MODEL = "teacher"
+DEFAULT_MODEL = "student-rpi5"  # the Pi 5 INT8 student (edge-deblur convert --target rpi5)
 _SUFFIXES = (".tflite", ".onnx")
 
 

@@ -134,6 +134,19 @@ def test_int8_output_is_within_one_lsb_of_x86(arm, models, window, tmp_path, cpu
 
 
 @CPUS
+def test_shipped_rpi5_student_matches_x86(arm, window, tmp_path, cpu):
+    """The INT8 student ``edge-deblur convert`` produced for the Pi 5 (the bundled default), through
+    the aarch64 XNNPACK kernels: at most 1 LSB from x86 on at least 99.9% of its output values."""
+    student = arm64.REPO / "edge_deblur" / "models" / "student-rpi5.tflite"
+    x86, aarch64 = infer_both(arm, cpu, student, window, tmp_path)
+    assert x86.dtype == aarch64.dtype == np.int8 and x86.shape == aarch64.shape == (1, 256, 256, 3)
+    assert np.unique(x86).size > 100, "the student's output is degenerate: nothing to compare"
+    diff = np.abs(x86.astype(np.int16) - aarch64.astype(np.int16))
+    within = np.mean(diff <= 1)
+    assert within >= 0.999, f"{cpu}: only {within:.4%} of int8 values within 1 LSB of x86 (max {diff.max()})"
+
+
+@CPUS
 def test_float_output_matches_x86(arm, models, window, tmp_path, cpu):
     x86, aarch64 = infer_both(arm, cpu, models["float"], window, tmp_path)
     assert x86.dtype == aarch64.dtype == np.float32 and x86.shape == aarch64.shape == (1, 256, 256, 3)

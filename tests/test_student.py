@@ -117,15 +117,24 @@ def test_narrower_student_has_fewer_macs_and_parameters(student):
     assert multiple_of(student) == 16
 
 
-def test_presets_fit_their_target_and_the_teacher_rule():
+def test_presets_prune_to_their_target_and_the_teacher_rule():
+    """Each target's starting student, pruned by the converter's rule, fits the target's MAC budget
+    and a tenth of the teacher's MACs, with every level still at least 16 channels wide."""
+    from converters.prune import choose_widths
+
     config = TrainConfig()  # the teacher as it is trained
     teacher = build_teacher(width=config.width, enc_blocks=config.enc_blocks, middle_blocks=config.middle_blocks,
                             dec_blocks=config.dec_blocks)
     teacher_macs = count_macs(teacher, 480, 640)
     for name, spec in STUDENTS.items():
-        macs = student_macs(spec.build())
-        assert macs <= load_target(name).mac_budget, name
-        assert macs <= teacher_macs / 10, name
+        model = spec.build()
+        budget = min(load_target(name).mac_budget, teacher_macs // 10)
+        importance = {g: np.ones(64) for g in ("L1", "L2", "L3", "B")}
+        plan = choose_widths(model, importance, budget)
+        assert plan.base_macs == student_macs(model)
+        assert plan.macs <= budget < plan.base_macs, name  # pruning has work to do, and gets under
+        assert plan.macs == student_macs(build_student(plan.widths, spec.blocks, spec.middle)), name
+        assert min(plan.widths) >= 16, name
 
 
 def test_int8_model_has_only_xnnpack_int8_ops_and_free_size(int8_student):

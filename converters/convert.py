@@ -1,0 +1,560 @@
+"""``edge-deblur convert``: a teacher in, a validated student for a named target out, with a report.
+
+    edge-deblur convert --teacher teacher --target rpi5 -o build/rpi5 [--quick]
+
+The chain, each step writing its artefact under ``<out>/work`` and skipped when it is already there
+for the same inputs (a fingerprint of everything upstream), so an interrupted run picks up where it
+stopped (training steps also checkpoint inside themselves):
+
+    data      synthesise crops from the training photos, run the teacher on them once
+    distill   train the target's unpruned student against teacher, features and ground truth
+    prune     structured channel pruning to the target's MAC budget (converters.prune)
+    finetune  train the narrower student the same way
+    quantize  full-INT8 post-training quantization calibrated on real blurred crops
+    qat       quantization-aware fine-tuning, when PTQ loses more than ``qat_threshold_db``
+    export    the INT8 .tflite (and its float twin), an .onnx for onnxruntime targets, a sidecar
+    validate  PSNR/SSIM on held-out photos with held-out kernels, INT8 against float, MACs, size,
+              latency here and expected on the target (MobileNetV2 side by side)
+    report    model_card.json, report.md, report.html, quality_latency.svg
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_deblur.errors import ModelError
+
+XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "QUANTIZE", "DEQUANTIZE"}
+GAIN_KEPT = 0.9  # DESIGN.md: the student keeps 90% of the teacher's PSNR gain
+MAC_REDUCTION = 10.0  # ... with at least 10x fewer MACs than the teacher
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything that defines a conversion. ``quick()`` is the same chain in about a minute."""
+
+    teacher: str = "teacher"
+    target: str = "rpi5"
+    out: str = ""  # default: build/<target>
+    seed: int = 0
+    crops: int = 6000  # distillation set size
+    crop: int = 128
+    distill_steps: int = 8000
+    finetune_steps: int = 3000
+    qat_steps: int = 1000
+    qat_threshold_db: float = 0.3
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    feature_weight: float = 0.1
+    min_width: int = 16
+    calibration: int = 128  # representative crops for INT8 calibration
+    eval_photos: int | None = None  # held-out photos to validate on (None: all 24)
+    eval_crop: int = 256
+    timing_rounds: int = 15
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides) -> ConvertConfig:
+        fast = dict(crops=64, crop=64, distill_steps=30, finetune_steps=20, qat_steps=10, batch_size=8,
+                    calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, quick=True)
+        return cls(**{**fast, **overrides})
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"build/{self.target}")
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _file_entry(path: Path, relative_to: Path) -> dict:
+    return {"path": str(path.relative_to(relative_to)), "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".tmp-{dst.name}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Steps:
+    """The step records in ``work/steps.json``: per step its fingerprint, time and summary."""
+
+    path: Path
+    records: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> Steps:
+        return cls(path, json.loads(path.read_text()) if path.exists() else {})
+
+    def done(self, step: str, fingerprint: str) -> dict | None:
+        record = self.records.get(step)
+        return record if record and record["fingerprint"] == fingerprint else None
+
+    def record(self, step: str, fingerprint: str, seconds: float, **summary) -> dict:
+        self.records[step] = {"fingerprint": fingerprint, "seconds": round(seconds, 1), **summary}
+        _write_json(self.path, self.records)
+        return self.records[step]
+
+
+class Conversion:
+    """One conversion's state: config, target, work folder and the artefacts of each step."""
+
+    def __init__(self, config: ConvertConfig):
+        from targets import available_targets, load_target
+
+        if config.target not in available_targets():
+            raise ModelError(f"unknown target {config.target!r} (available: {', '.join(available_targets())})")
+        self.config = config
+        self.target = load_target(config.target)
+        self.out = config.out_dir
+        self.work = self.out / "work"
+        self.name = f"student-{self.target.name}"
+        self._teacher = None
+        self.teacher  # a teacher that cannot be used is refused before anything is written
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.steps = Steps.open(self.work / "steps.json")
+
+    @property
+    def int8(self) -> bool:
+        return self.target.precision == "int8"
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            from converters.distill import load_teacher_source
+
+            self._teacher = load_teacher_source(self.config.teacher)
+            _log(f"teacher {self._teacher.source}: {self._teacher.kind}, {self._teacher.layout}, "
+                 f"values {self._teacher.value_range}, {self._teacher.macs / 1e9:.2f}G MACs per 640x480 frame")
+        return self._teacher
+
+    def run_step(self, step: str, fingerprint: str, body) -> dict:
+        record = self.steps.done(step, fingerprint)
+        if record is not None:
+            _log(f"[{step}] done earlier ({record['seconds']:.0f} s), kept")
+            return record
+        _log(f"[{step}] ...")
+        started = time.monotonic()
+        summary = body()
+        record = self.steps.record(step, fingerprint, time.monotonic() - started, **summary)
+        _log(f"[{step}] done in {record['seconds']:.0f} s")
+        return record
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def train_config(self, steps: int, **overrides):
+        from converters.distill import TrainConfig
+
+        c = self.config
+        settings = dict(steps=steps, batch_size=c.batch_size, learning_rate=c.learning_rate,
+                        feature_weight=c.feature_weight, seed=c.seed, checkpoint_every=max(5, min(250, steps // 4)))
+        return TrainConfig(**{**settings, **overrides})
+
+    def base_spec(self):
+        from converters.student import STUDENTS
+
+        return STUDENTS[self.target.name]
+
+    def mac_budget(self) -> int:
+        """The target's budget, and never more than a tenth of the teacher's MACs (DESIGN.md)."""
+        return int(min(self.target.mac_budget, self.teacher.macs / MAC_REDUCTION if self.teacher.macs else np.inf))
+
+    def data(self) -> tuple[str, Path]:
+        from converters.distill import make_distill_set
+
+        c = self.config
+        path = self.work / "distill_set.npz"
+        fp = _fingerprint("data-v1", self.teacher.fingerprint, c.crops, c.crop, c.seed)
+
+        def body():
+            make_distill_set(self.teacher, c.crops, c.crop, c.seed, path, log=_log)
+            return {"crops": c.crops, "crop": c.crop}
+
+        if not path.exists():
+            self.steps.records.pop("data", None)
+        self.run_step("data", fp, body)
+        return fp, path
+
+    def train(self, step: str, fp: str, start, config, data_path: Path) -> tuple[str, Path]:
+        """Train the student ``start()`` builds for ``config`` against the distillation set; the
+        weights land in ``work/<step>/student.weights.h5``."""
+        from converters.distill import load_distill_set, train_student
+
+        folder = self.work / step
+        fp = _fingerprint(step, fp, asdict(config))
+
+        def body():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "fingerprint").write_text(fp)
+            model = start()
+            result = train_student(model, load_distill_set(data_path), config, folder, log=_log)
+            return {"steps": result.step, "final_loss": result.losses[-1][1] if result.losses else None,
+                    "val_psnr": result.val_psnr[-1][1] if result.val_psnr else None,
+                    "widths": list(_widths(model))}
+
+        if (folder / "fingerprint").exists() and (folder / "fingerprint").read_text() != fp:
+            shutil.rmtree(folder)  # a checkpoint of another configuration must not be resumed
+        self.run_step(step, fp, body)
+        return fp, folder / "student.weights.h5"
+
+    def prune(self, fp: str, distilled: Path) -> tuple[str, Path, dict]:
+        from converters.prune import channel_importance, choose_widths, prune_student
+        from converters.quantize import representative_crops
+
+        path = self.work / "prune" / "pruned.weights.h5"
+        fp = _fingerprint("prune-v1", fp, self.mac_budget(), self.config.min_width)
+
+        def body():
+            model = self.base_spec().build()
+            model.load_weights(distilled)
+            crops = np.stack(list(representative_crops(count=32, crop=128, seed=self.config.seed + 3)))
+            importance = channel_importance(model, crops)
+            plan = choose_widths(model, importance, self.mac_budget(), self.config.min_width)
+            pruned = prune_student(model, plan.widths, importance)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".tmp-" + path.name)
+            pruned.save_weights(tmp)
+            os.replace(tmp, path)
+            _log(f"pruned widths {plan.base_widths} -> {plan.widths}: {plan.base_macs / 1e6:.0f}M -> "
+                 f"{plan.macs / 1e6:.0f}M MACs (budget {self.mac_budget() / 1e6:.0f}M)")
+            return {"base_widths": list(plan.base_widths), "widths": list(plan.widths), "base_macs": plan.base_macs,
+                    "macs": plan.macs, "mac_budget": self.mac_budget()}
+
+        if not path.exists():
+            self.steps.records.pop("prune", None)
+        record = self.run_step("prune", fp, body)
+        return fp, path, record
+
+    def student(self, widths, weights: Path | None = None):
+        from converters.student import build_student
+
+        spec = self.base_spec()
+        model = build_student(tuple(widths), spec.blocks, spec.middle, name=self.name.replace("-", "_"))
+        if weights is not None:
+            model.load_weights(weights)
+        return model
+
+    def quantize(self, step: str, fp: str, model_weights: Path, widths) -> tuple[str, dict]:
+        """INT8 PTQ of the student and its float twin; PSNR of both on validation crops."""
+        from converters.export import export_tflite
+        from converters.quantize import quantize_int8, representative_crops
+
+        folder = self.work / step
+        fp = _fingerprint(step, fp, self.config.calibration)
+
+        def body():
+            model = self.student(widths, model_weights)
+            quantize_int8(model, representative_crops(count=self.config.calibration, crop=256, seed=self.config.seed + 5),
+                          folder / "int8.tflite")
+            export_tflite(model, folder / "float.tflite")
+            return validation_scores(folder / "float.tflite", folder / "int8.tflite")
+
+        if not (folder / "int8.tflite").exists():
+            self.steps.records.pop(step, None)
+        return fp, self.run_step(step, fp, body)
+
+    def export(self, fp: str, weights: Path, widths, int8_dir: Path | None) -> dict[str, Path]:
+        """The deliverables in ``out``: INT8 .tflite and float twin (LiteRT targets), .onnx
+        (onnxruntime targets) and the runtime's sidecar."""
+        from converters.export import export_onnx, export_tflite
+        from converters.student import multiple_of
+
+        model = self.student(widths, weights)
+        files = {}
+        if int8_dir is not None:
+            files["int8_tflite"] = self.out / f"{self.name}.tflite"
+            files["float_tflite"] = self.out / f"{self.name}-float.tflite"
+            _atomic_copy(int8_dir / "int8.tflite", files["int8_tflite"])
+            _atomic_copy(int8_dir / "float.tflite", files["float_tflite"])
+        else:
+            files["float_tflite"] = export_tflite(model, self.out / f"{self.name}-float.tflite")
+        if self.target.runtime == "onnxruntime":
+            files["onnx"] = export_onnx(model, self.out / f"{self.name}.onnx")
+        spec = self.base_spec()
+        sidecar = {"name": self.name, "target": self.target.name, "layout": "NHWC", "input_range": [0, 1],
+                   "multiple": multiple_of(model), "tile": self.target.tile,
+                   "precision": self.target.precision, "teacher": self.config.teacher,
+                   "architecture": {"widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle}}
+        for path in files.values():  # the float twin too: the runtime needs its stride and tile
+            _write_json(path.with_suffix(".json"), sidecar)
+        return files
+
+    # -- the whole chain ------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        c = self.config
+        started = time.monotonic()
+        spec = self.base_spec()
+        fp, data_path = self.data()
+        fp, distilled = self.train("distill", _fingerprint(fp, asdict(spec)), spec.build,
+                                   self.train_config(c.distill_steps), data_path)
+        fp, pruned, prune_record = self.prune(fp, distilled)
+        widths = tuple(prune_record["widths"])
+        fp, tuned = self.train("finetune", fp, lambda: self.student(widths, pruned),
+                               self.train_config(c.finetune_steps, learning_rate=c.learning_rate / 2, warmup=10),
+                               data_path)
+        int8_dir, final = None, tuned
+        if self.int8:
+            fp_q, ptq = self.quantize("ptq", fp, tuned, widths)
+            int8_dir = self.work / "ptq"
+            if ptq["float_psnr"] - ptq["int8_psnr"] > c.qat_threshold_db:
+                _log(f"PTQ loses {ptq['float_psnr'] - ptq['int8_psnr']:.2f} dB (> {c.qat_threshold_db}): "
+                     "quantization-aware fine-tuning")
+                fp, final = self.train("qat", fp_q, lambda: self.student(widths, tuned),
+                                       self.train_config(c.qat_steps, learning_rate=c.learning_rate / 10, warmup=5,
+                                                         qat=True), data_path)
+                fp_q, qat = self.quantize("qat_ptq", fp, final, widths)
+                if qat["int8_psnr"] > ptq["int8_psnr"]:
+                    int8_dir = self.work / "qat_ptq"
+                else:
+                    final = tuned
+                    _log(f"QAT did not help ({qat['int8_psnr']:.2f} <= {ptq['int8_psnr']:.2f} dB): keeping PTQ")
+            else:
+                self.steps.records.pop("qat", None)
+        files = self.export(fp, final, widths, int8_dir)
+        card = validate(self, files, widths, prune_record)
+        # All steps, including those done by earlier (resumed) runs, and this run's own time.
+        card["steps"]["total"] = {"seconds": round(sum(v["seconds"] for v in card["steps"].values()), 1),
+                                  "this_run_seconds": round(time.monotonic() - started, 1)}
+        _write_json(self.out / "model_card.json", card)
+        from converters.report import write_report
+
+        reports = write_report(card, self.out)
+        _log(f"report: {reports['markdown']}")
+        return card
+
+
+def _widths(model) -> tuple[int, ...]:
+    from converters.student import student_widths
+
+    return student_widths(model)
+
+
+def validation_scores(float_path: Path, int8_path: Path) -> dict:
+    """PSNR of the float twin and the INT8 model (as the runtime runs them) on validation crops."""
+    from converters.data import validation_pairs
+    from edge_deblur import Deblurrer
+    from edge_deblur.metrics import psnr
+
+    blurred, sharp = validation_pairs(crop=128, per_photo=2, seed=4321)
+    scores = {}
+    for key, path in (("float", float_path), ("int8", int8_path)):
+        model = Deblurrer.load(path, threads=os.cpu_count())
+        scores[f"{key}_psnr"] = float(np.mean([psnr(s, np.clip(model(b), 0, 1), data_range=1.0)
+                                               for b, s in zip(blurred, sharp)]))
+    scores["blurred_psnr"] = float(np.mean([psnr(s, b, data_range=1.0) for b, s in zip(blurred, sharp)]))
+    return scores
+
+
+def _eval_pairs(conversion: Conversion) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    from converters.data import make_eval_pairs
+    from edge_deblur.pipeline import read_pairs
+
+    c = conversion.config
+    folder = conversion.work / f"eval-levin-{c.eval_crop}"
+    if not (folder / "sharp").exists():
+        make_eval_pairs(folder, kernels="levin", crop=c.eval_crop)
+    pairs = [(name, blurred, sharp) for name, blurred, sharp, _ in read_pairs(folder)]
+    return pairs[: c.eval_photos] if c.eval_photos else pairs
+
+
+def validate(conversion: Conversion, files: dict[str, Path], widths, prune_record: dict) -> dict:
+    """The model card: quality on the held-out Levin set, INT8 against float, MACs, sizes, latency
+    here and expected on the target, and the checks against DESIGN.md's numbers."""
+    from converters.quantize import tflite_ops
+    from converters.reference import expected_ms, host_cpu, mobilenet_v2_tflite, tflite_macs, time_side_by_side
+    from edge_deblur import Deblurrer
+    from edge_deblur.metrics import psnr, ssim
+    from edge_deblur.model import MODELS_DIR
+    from targets import MOBILENET_V2_MACS
+
+    c, target, teacher = conversion.config, conversion.target, conversion.teacher
+    _log("[validate] held-out photos x Levin kernels ...")
+    started = time.monotonic()
+    pairs = _eval_pairs(conversion)
+    threads = min(target.threads, os.cpu_count() or 1)
+    final_key = "int8_tflite" if "int8_tflite" in files else "onnx" if "onnx" in files else "float_tflite"
+    final_label = {"int8_tflite": "student (INT8)", "onnx": "student (ONNX)", "float_tflite": "student (float)"}[final_key]
+    outputs = {"blurred": [b for _, b, _ in pairs],
+               "teacher": [np.rint(np.clip(teacher.predict(b[None].astype(np.float32) / 255)[0], 0, 1) * 255).astype(np.uint8)
+                           for _, b, _ in pairs]}
+    runners = {"student (float)": files["float_tflite"], final_label: files[final_key]}
+    for label, path in runners.items():
+        model = Deblurrer.load(path, threads=threads)
+        outputs[label] = [model(b) for _, b, _ in pairs]
+    sharp = [s for _, _, s in pairs]
+
+    def score(label):
+        return (float(np.mean([psnr(s, o) for s, o in zip(sharp, outputs[label])])),
+                float(np.mean([ssim(s, o) for s, o in zip(sharp, outputs[label])])))
+
+    # Latency: the final student, MobileNetV2 INT8 and (when it ships as TFLite) the teacher, side by side.
+    frame = (1, target.frame[1], target.frame[0], 3)
+    timed = {"student": (files.get("int8_tflite", files["float_tflite"]), frame),
+             "student_float": (files["float_tflite"], frame), "mobilenet": (mobilenet_v2_tflite(), None)}
+    teacher_tflite = MODELS_DIR / f"{c.teacher}.tflite"
+    if teacher.kind == "bundled" and teacher_tflite.exists():
+        timed["teacher"] = (teacher_tflite, frame)
+    timing = time_side_by_side(timed, threads=threads, rounds=c.timing_rounds).medians_ms
+    mobilenet_target = target.reference.mobilenet_ms
+
+    def expected(name):
+        return round(expected_ms(timing[name], timing["mobilenet"], mobilenet_target), 2) if name in timing else None
+
+    rows = []
+    for label, timing_key in (("blurred", None), ("teacher", "teacher"), ("student (float)", "student_float"),
+                              (final_label, "student")):
+        if label in {r["method"] for r in rows}:
+            continue
+        p, s = score(label)
+        vs_teacher = None if label == "teacher" else float(np.mean([psnr(t, o) for t, o in zip(outputs["teacher"], outputs[label])]))
+        rows.append({"method": label, "psnr": round(p, 3), "ssim": round(s, 4),
+                     "psnr_vs_teacher": None if vs_teacher is None else round(vs_teacher, 3),
+                     "latency_ms_here": round(timing[timing_key], 2) if timing_key in timing else None,
+                     "expected_ms": expected(timing_key) if timing_key else None})
+    by = {r["method"]: r for r in rows}
+    teacher_gain = by["teacher"]["psnr"] - by["blurred"]["psnr"]
+    student_gain = by[final_label]["psnr"] - by["blurred"]["psnr"]
+
+    student_macs = tflite_macs(files.get("int8_tflite", files["float_tflite"]), target.frame[1], target.frame[0])
+    int8_vs_float = None
+    if "int8_tflite" in files:
+        a = np.stack(outputs["student (float)"]).astype(np.int16)
+        b = np.stack(outputs["student (INT8)"]).astype(np.int16)
+        int8_vs_float = {"psnr_db": round(float(np.mean([psnr(x, y) for x, y in zip(outputs["student (float)"], outputs["student (INT8)"])])), 2),
+                         "max_abs_diff": int(np.abs(a - b).max()),
+                         "within_1lsb": round(float(np.mean(np.abs(a - b) <= 1)), 4)}
+    student_rate = student_macs / (timing["student"] / 1e3)
+    mobilenet_rate = MOBILENET_V2_MACS / (timing["mobilenet"] / 1e3)
+    expected_student = expected("student")
+    latency = {"host": host_cpu(), "threads": threads, "student_ms": round(timing["student"], 2),
+               "mobilenet_ms": round(timing["mobilenet"], 2), "expected_ms": expected_student,
+               "expected_fps": round(1000 / expected_student, 1), "budget_ms": target.latency_budget_ms,
+               "mobilenet_target_ms": mobilenet_target, "mobilenet_kind": target.reference.mobilenet_kind,
+               "basis": target.reference.mobilenet_basis, "student_macs_per_s": round(student_rate),
+               "mobilenet_macs_per_s": round(mobilenet_rate), "mac_rate_ratio": round(student_rate / mobilenet_rate, 3)}
+    if not conversion.int8:
+        latency["basis"] += (" The student is timed here as float TFLite against MobileNetV2 INT8: on the target it "
+                             f"runs {target.precision} under {', '.join(target.providers)}, so this is a conservative proxy.")
+    mac_reduction = teacher.macs / student_macs if teacher.macs else None
+    checks = [
+        {"name": f"keeps >= {GAIN_KEPT:.0%} of the teacher's PSNR gain", "passed": bool(teacher_gain > 0 and student_gain >= GAIN_KEPT * teacher_gain),
+         "detail": f"student +{student_gain:.2f} dB, teacher +{teacher_gain:.2f} dB over the blurred input"},
+        {"name": f">= {MAC_REDUCTION:.0f}x fewer MACs than the teacher", "passed": bool(mac_reduction and mac_reduction >= MAC_REDUCTION),
+         "detail": f"{student_macs / 1e6:.0f}M vs {teacher.macs / 1e6:.0f}M MACs per 640x480 frame" if teacher.macs else "teacher MACs unknown"},
+        {"name": "MACs within the target's budget", "passed": bool(student_macs <= target.mac_budget),
+         "detail": f"{student_macs / 1e6:.0f}M <= {target.mac_budget / 1e6:.0f}M"},
+        {"name": "expected latency within the target's budget", "passed": bool(expected_student <= target.latency_budget_ms),
+         "detail": f"{expected_student:.1f} ms ({1000 / expected_student:.1f} fps) vs {target.latency_budget_ms} ms "
+                   f"(MobileNetV2 reference: {target.reference.mobilenet_kind})"},
+    ]
+    if conversion.int8:  # both INT8 on the same interpreter; a float student against INT8 MobileNetV2 says nothing
+        checks.append({"name": "achieved MAC rate within 2x of MobileNetV2's", "passed": bool(student_rate >= 0.5 * mobilenet_rate),
+                       "detail": f"{student_rate / 1e9:.1f} vs {mobilenet_rate / 1e9:.1f} GMAC/s here"})
+    if "int8_tflite" in files:
+        ops = tflite_ops(files["int8_tflite"])
+        checks.append({"name": "only XNNPACK INT8 ops", "passed": set(ops) <= XNNPACK_INT8_OPS, "detail": ", ".join(ops)})
+        loss = by["student (float)"]["psnr"] - by["student (INT8)"]["psnr"]
+        checks.append({"name": f"INT8 within {c.qat_threshold_db} dB of its float twin", "passed": bool(loss <= c.qat_threshold_db),
+                       "detail": f"{loss:+.2f} dB on the held-out set"})
+    if "onnx" in files:
+        onnx_model = Deblurrer.load(files["onnx"], threads=threads)
+        diff = max(float(np.abs(onnx_model(b.astype(np.float32) / 255) - o.astype(np.float32) / 255).max())
+                   for (_, b, _), o in zip(pairs[:2], outputs["student (float)"][:2]))
+        checks.append({"name": "ONNX agrees with the float TFLite", "passed": diff <= 1.5 / 255,
+                       "detail": f"max |difference| {diff * 255:.2f} levels"})
+    spec = conversion.base_spec()
+    card = {
+        "name": conversion.name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "target": {"name": target.name, "cpu": target.cpu, "runtime": target.runtime, "precision": target.precision,
+                   "threads": target.threads, "latency_budget_ms": target.latency_budget_ms,
+                   "mac_budget": target.mac_budget},
+        "teacher": {"source": teacher.source, "kind": teacher.kind, "macs": teacher.macs,
+                    "value_range": teacher.value_range, "layout": teacher.layout},
+        "student": {"base": {"widths": list(spec.widths), "blocks": list(spec.blocks), "middle": spec.middle,
+                             "macs": prune_record["base_macs"]},
+                    "widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle, "macs": student_macs,
+                    "params": int(conversion.student(widths).count_params()),
+                    "mac_reduction": round(mac_reduction, 2) if mac_reduction else None},
+        "files": {key: (_file_entry(files[key], conversion.out) if key in files else None)
+                  for key in ("int8_tflite", "float_tflite", "onnx")},
+        "steps": {k: {kk: vv for kk, vv in v.items() if kk != "fingerprint"} for k, v in conversion.steps.records.items()},
+        "quality": {"dataset": f"{len(pairs)} held-out Kodak photos x the 8 Levin et al. kernels, noise 0.01, "
+                               f"{c.eval_crop}px centre crops", "pairs": len(pairs), "rows": rows,
+                    "teacher_gain_db": round(teacher_gain, 3), "student_gain_db": round(student_gain, 3),
+                    "gain_kept": round(student_gain / teacher_gain, 3) if teacher_gain > 0 else None},
+        "int8_vs_float": int8_vs_float,
+        "latency": latency,
+        "checks": checks,
+        "config": asdict(c),
+    }
+    card["steps"]["validate"] = {"seconds": round(time.monotonic() - started, 1)}
+    for check in checks:
+        _log(f"  {'pass' if check['passed'] else 'FAIL'}  {check['name']}: {check['detail']}")
+    return card
+
+
+def ship(out: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Bundle a finished conversion in the package: its deployable model (the INT8 ``.tflite``, or
+    the ``.onnx`` for onnxruntime targets), the sidecar the runtime reads and the model card as
+    ``<name>.card.json``. The float twin stays behind: it is for validation, not for boards."""
+    from edge_deblur.model import MODELS_DIR
+
+    out, models = Path(out), Path(models_dir or MODELS_DIR)
+    card = json.loads((out / "model_card.json").read_text())
+    key = "onnx" if card["files"]["onnx"] else "int8_tflite" if card["files"]["int8_tflite"] else "float_tflite"
+    model = out / card["files"][key]["path"]
+    shipped = []
+    for src, name in ((model, f"{card['name']}{model.suffix}"), (model.with_suffix(".json"), f"{card['name']}.json"),
+                      (out / "model_card.json", f"{card['name']}.card.json")):
+        _atomic_copy(src, models / name)
+        shipped.append(models / name)
+    return shipped
+
+
+def convert(config: ConvertConfig) -> dict:
+    """Run (or resume) a conversion; returns the model card."""
+    return Conversion(config).run()
+
+
+def config_from_args(args) -> ConvertConfig:
+    overrides = {k: v for k, v in {"distill_steps": args.distill_steps, "finetune_steps": args.finetune_steps,
+                                   "crops": args.crops}.items() if v is not None}
+    base = dict(teacher=args.teacher, target=args.target, out=args.out, seed=args.seed, **overrides)
+    return ConvertConfig.quick_config(**base) if args.quick else ConvertConfig(**base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m converters.convert ...`` is ``edge-deblur convert ...``."""
+    from edge_deblur.cli import main as cli_main
+
+    return cli_main(["convert", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

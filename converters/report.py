@@ -1,0 +1,693 @@
+"""A human report of one ``edge-deblur convert`` run, rendered from its model card.
+
+The card (a JSON-able dict, see ``converters`` and DESIGN.md) becomes three files in one folder:
+
+* ``report.md``: the verdict, quality, model, latency, steps and checks as Markdown;
+* ``report.html``: the same content, self-contained (inline CSS, the plot inlined as SVG);
+* ``quality_latency.svg``: PSNR against expected latency on the target, with the latency budget.
+
+Standard library only: the report is written at the end of a long conversion and must not fail
+for want of a plotting package. Both renderers share one document model (``_document``), so the
+Markdown and the HTML cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PLOT_FILE = "quality_latency.svg"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+
+# Plot geometry in SVG user units; the HTML scales it down to the page width.
+_WIDTH, _HEIGHT = 760, 460
+_LEFT, _RIGHT, _TOP, _BOTTOM = 72, 24, 58, 66
+_LABEL_GAP = 14  # one line of 12-px text: labels closer than this overlap
+_LOG_SPAN = 20.0  # a wider spread of latencies squeezes the fast points into one pixel column
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+_DASH = "—"  # stands in for a missing number in tables and prose
+
+_FILE_NAMES = {"int8_tflite": "INT8 TFLite", "float_tflite": "float TFLite", "onnx": "ONNX"}
+_REFERENCE_KINDS = {
+    "published": "a published figure",
+    "estimate": "an estimate, not a measurement",
+    "measured": "measured on the board",
+}
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a real, finite number (not None, NaN, inf or a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value: float | None, digits: int, unit: str = "") -> str:
+    """``value`` with ``digits`` decimals and an optional unit, or a dash when it is missing."""
+    return f"{value:.{digits}f}{unit}" if _finite(value) else _DASH
+
+
+def _db(value: float | None) -> str:
+    """Decibels with two decimals."""
+    return _num(value, 2, " dB")
+
+
+def _ms_value(value: float | None) -> str:
+    """Milliseconds with one decimal; two below 1 ms, where one would lose half the figure (a
+    Jetson's 0.85 ms MobileNetV2)."""
+    return _num(value, 2 if _finite(value) and abs(value) < 1 else 1)
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds with their unit."""
+    return _ms_value(value) + (" ms" if _finite(value) else "")
+
+
+def _fps(ms: float | None) -> str:
+    """Frames per second of a per-frame latency: whole when close (33.3 ms is "30 fps")."""
+    if not _finite(ms) or ms <= 0:
+        return _DASH
+    fps = 1000.0 / ms
+    return f"{fps:.0f} fps" if abs(fps - round(fps)) < 0.1 else f"{fps:.1f} fps"
+
+
+def _macs(value: int | float | None) -> str:
+    """Multiply-accumulates in millions ("455.0M") or, from a billion on, billions ("5.88G")."""
+    if not _finite(value):
+        return _DASH
+    return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.1f}M"
+
+
+def _size(n_bytes: int | None) -> str:
+    """A file size in KB below a megabyte, else MB (binary units, as file managers show them)."""
+    if not _finite(n_bytes):
+        return _DASH
+    return f"{n_bytes / 1024:.1f} KB" if n_bytes < 1024 * 1024 else f"{n_bytes / 1024 ** 2:.2f} MB"
+
+
+def _percent(fraction: float | None, digits: int = 0) -> str:
+    """A fraction as a percentage."""
+    return _num(100.0 * fraction if _finite(fraction) else None, digits, "%")
+
+
+def _gmacs(per_second: float | None) -> str:
+    """A MAC rate in billions per second."""
+    return _num(per_second / 1e9 if _finite(per_second) else None, 2, " GMAC/s")
+
+
+def _ints(values: Sequence[int] | None) -> str:
+    """A list of widths or block counts."""
+    return ", ".join(map(str, values)) if values else _DASH
+
+
+def _plain(value: object) -> str:
+    """A free-form card value (step details, file lists) in a short readable form."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def _budget_ms(card: dict) -> float | None:
+    """The target's latency budget; the latency section's copy stands in if the target lacks one."""
+    budget = card["target"].get("latency_budget_ms")
+    return budget if _finite(budget) else card["latency"].get("budget_ms")
+
+
+# --- plot ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One method on the plot; ``on_host`` when only this host's latency was known for it."""
+
+    method: str
+    latency_ms: float
+    psnr: float
+    on_host: bool
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Maps data values in ``[lo, hi]`` onto pixels in ``[start, end]``, linearly or by log10."""
+
+    lo: float
+    hi: float
+    start: float
+    end: float
+    log: bool = False
+
+    def __call__(self, value: float) -> float:
+        """The pixel coordinate of ``value``."""
+        f = math.log10 if self.log else float
+        t = (f(value) - f(self.lo)) / (f(self.hi) - f(self.lo))
+        return self.start + t * (self.end - self.start)
+
+
+def _plot_points(rows: Sequence[dict]) -> tuple[list[_Point], float | None]:
+    """The plottable methods and the blurred input's PSNR (a reference line, it has no latency).
+
+    A method is placed at its expected latency on the target, else at this host's latency (marked
+    as such); a method with neither is left to the table."""
+    points: list[_Point] = []
+    blurred = None
+    for row in rows:
+        psnr, expected, here = row.get("psnr"), row.get("expected_ms"), row.get("latency_ms_here")
+        if not _finite(psnr):
+            continue
+        if _finite(expected):
+            points.append(_Point(str(row["method"]), float(expected), float(psnr), False))
+        elif _finite(here):
+            points.append(_Point(str(row["method"]), float(here), float(psnr), True))
+        elif str(row["method"]).strip().lower() == "blurred":
+            blurred = float(psnr)
+    return points, blurred
+
+
+def _use_log_axis(latencies: Sequence[float]) -> bool:
+    """A log latency axis when the plotted latencies span more than ``_LOG_SPAN`` times."""
+    return len(latencies) > 1 and min(latencies) > 0 and max(latencies) / min(latencies) > _LOG_SPAN
+
+
+def _nice_step(raw: float) -> float:
+    """The 1, 2 or 5 times a power of ten nearest above ``raw``: tick steps people read at a glance."""
+    exponent = math.floor(math.log10(raw))
+    fraction = raw / 10 ** exponent
+    nice = next(n for n in (1, 2, 5, 10) if fraction <= n + 1e-9)
+    return nice * 10 ** exponent
+
+
+def _linear_ticks(lo: float, hi: float, count: int = 6) -> tuple[float, float, list[float]]:
+    """About ``count`` nice ticks covering ``[lo, hi]``; returns the widened range and the ticks."""
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    step = _nice_step((hi - lo) / (count - 1))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    # Rounding hides float residue such as 0.30000000000000004 in the labels.
+    ticks = [round(i * step, 10) for i in range(first, last + 1)]
+    return ticks[0], ticks[-1], ticks
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks at 1, 2 and 5 times each power of ten inside ``[lo, hi]``; only powers of ten when
+    that gives too many to read."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [m * 10.0 ** k for k in decades for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    if len(ticks) > 9:
+        ticks = [t for t in ticks if math.isclose(10 ** round(math.log10(t)), t)]
+    return ticks
+
+
+def _tick_label(value: float, step: float | None) -> str:
+    """A tick's text: just enough decimals for a linear step, the shortest form on a log axis."""
+    if step is None or step >= 1:
+        return f"{value:g}"
+    return f"{value:.{-math.floor(math.log10(step) + 1e-9)}f}"
+
+
+def _x_axis(latencies: Sequence[float], budget: float | None) -> tuple[_Scale, list[float], float | None]:
+    """The latency scale (budget included in its range), its ticks and the linear tick step."""
+    values = [*latencies, *([budget] if _finite(budget) and budget > 0 else [])] or [1.0]
+    start, end = _LEFT, _WIDTH - _RIGHT
+    if _use_log_axis(latencies):
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        return _Scale(lo, hi, start, end, log=True), _log_ticks(lo, hi), None
+    # Zero anchors a linear latency axis, so distances read as ratios.
+    lo, hi, ticks = _linear_ticks(0.0, max(values) * 1.08)
+    return _Scale(lo, hi, start, end), ticks, ticks[1] - ticks[0]
+
+
+def _y_axis(psnrs: Sequence[float]) -> tuple[_Scale, list[float], float]:
+    """The PSNR scale with some headroom so no point sits on the frame, its ticks and step."""
+    lo, hi = (min(psnrs), max(psnrs)) if psnrs else (0.0, 1.0)
+    span = hi - lo if hi > lo else 5.0
+    # More room above than below: the budget's label runs along the top of the plot.
+    lo, hi, ticks = _linear_ticks(lo - 0.08 * span, hi + 0.15 * span)
+    return _Scale(lo, hi, _HEIGHT - _BOTTOM, _TOP), ticks, ticks[1] - ticks[0]
+
+
+def _spread(ys: list[float], top: float, bottom: float) -> list[float]:
+    """Label baselines moved apart by at least ``_LABEL_GAP``, kept in ``[top, bottom]``, in order."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed = [ys[i] for i in order]
+    for k in range(1, len(placed)):
+        placed[k] = max(placed[k], placed[k - 1] + _LABEL_GAP)
+    # A second pass from the bottom up pulls a column pushed out of the frame back inside it.
+    placed[-1:] = [min(placed[-1], bottom)] if placed else []
+    for k in range(len(placed) - 2, -1, -1):
+        placed[k] = min(placed[k], placed[k + 1] - _LABEL_GAP)
+    result = [0.0] * len(ys)
+    for k, i in enumerate(order):
+        result[i] = max(placed[k], top)
+    return result
+
+
+def _svg_text(x: float, y: float, text: str, **attrs: str) -> str:
+    """One escaped ``<text>`` element; ``attrs`` use ``_`` for ``-`` in attribute names."""
+    extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{html.escape(v)}"' for k, v in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{html.escape(text)}</text>'
+
+
+def _svg_axes(x: _Scale, x_ticks: list[float], x_step: float | None, y: _Scale, y_ticks: list[float],
+              y_step: float, x_title: str) -> list[str]:
+    """Grid lines, tick labels and axis titles."""
+    top, bottom, left, right = _TOP, _HEIGHT - _BOTTOM, _LEFT, _WIDTH - _RIGHT
+    parts = []
+    for tick in x_ticks:
+        px = x(tick)
+        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#e4e4e4"/>')
+        parts.append(_svg_text(px, bottom + 18, _tick_label(tick, x_step), text_anchor="middle",
+                               class_="x-tick"))
+    for tick in y_ticks:
+        py = y(tick)
+        parts.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#e4e4e4"/>')
+        parts.append(_svg_text(left - 8, py + 4, _tick_label(tick, y_step), text_anchor="end",
+                               class_="y-tick"))
+    parts.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" '
+                 'fill="none" stroke="#888"/>')
+    parts.append(_svg_text((left + right) / 2, _HEIGHT - 22, x_title, text_anchor="middle",
+                           class_="axis-title"))
+    mid = (top + bottom) / 2
+    parts.append(_svg_text(18, mid, "PSNR (dB)", text_anchor="middle", transform=f"rotate(-90 18 {mid:.1f})",
+                           class_="axis-title"))
+    return parts
+
+
+def _svg_budget(x: _Scale, budget: float) -> list[str]:
+    """The budget as a dashed vertical line, the slower side shaded, and its label."""
+    top, bottom, right = _TOP, _HEIGHT - _BOTTOM, _WIDTH - _RIGHT
+    px = x(budget)
+    near_right = px > _LEFT + 0.75 * (right - _LEFT)
+    label = f"budget {budget:.1f} ms ({_fps(budget)})"
+    return [
+        f'<rect x="{px:.1f}" y="{top}" width="{right - px:.1f}" height="{bottom - top}" fill="#fdecea"/>',
+        f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#c62828" '
+        'stroke-width="1.5" stroke-dasharray="6 4" class="budget-line"/>',
+        _svg_text(px - 5 if near_right else px + 5, top + 14, label, fill="#c62828",
+                  text_anchor="end" if near_right else "start", class_="budget"),
+    ]
+
+
+def _svg_blurred(y: _Scale, psnr: float) -> list[str]:
+    """The blurred input's PSNR as a dashed horizontal reference line with its label."""
+    py = y(psnr)
+    return [
+        f'<line x1="{_LEFT}" y1="{py:.1f}" x2="{_WIDTH - _RIGHT}" y2="{py:.1f}" stroke="#777" '
+        'stroke-dasharray="4 4"/>',
+        _svg_text(_WIDTH - _RIGHT - 6, py - 5, f"blurred input {psnr:.2f} dB", fill="#555",
+                  text_anchor="end", class_="reference"),
+    ]
+
+
+def _svg_points(points: list[_Point], x: _Scale, y: _Scale) -> list[str]:
+    """A marker and a label per method; hollow markers are this host's latency, not the target's."""
+    parts, label_ys = [], _spread([y(p.psnr) + 4 for p in points], _TOP + 12, _HEIGHT - _BOTTOM - 4)
+    for i, (point, label_y) in enumerate(zip(points, label_ys)):
+        colour = _PALETTE[i % len(_PALETTE)]
+        px, py = x(point.latency_ms), y(point.psnr)
+        fill = "white" if point.on_host else colour
+        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="5" fill="{fill}" stroke="{colour}" '
+                     'stroke-width="2"/>')
+        text = f"{point.method} {point.psnr:.2f} dB" + (" (latency on this host)" if point.on_host else "")
+        # Labels of points in the right part of the plot go to their left so they stay inside.
+        leftwards = px > _LEFT + 0.55 * (_WIDTH - _RIGHT - _LEFT)
+        parts.append(_svg_text(px - 9 if leftwards else px + 9, label_y, text, fill=colour,
+                               text_anchor="end" if leftwards else "start", class_="label"))
+    return parts
+
+
+def quality_latency_svg(card: dict) -> str:
+    """The SVG text of PSNR (dB) against expected latency on the target (ms), one labelled point
+    per method, the blurred input as a reference line and the latency budget as a dashed line."""
+    name = str(card["target"]["name"])
+    points, blurred = _plot_points(card["quality"]["rows"])
+    budget = _budget_ms(card)
+    latencies = [p.latency_ms for p in points]
+    x, x_ticks, x_step = _x_axis(latencies, budget)
+    y, y_ticks, y_step = _y_axis([p.psnr for p in points] + ([blurred] if blurred is not None else []))
+    x_title = f"expected latency on {name} (ms{', log scale' if x.log else ''})"
+    title = f"Quality vs latency on {name}"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" font-family="{_FONT}" font-size="12" role="img" '
+        f'aria-label="{html.escape(title)}">',
+        f"<title>{html.escape(title)}</title>",
+        f'<rect width="{_WIDTH}" height="{_HEIGHT}" fill="white"/>',
+    ]
+    if _finite(budget) and budget > 0:
+        parts += _svg_budget(x, budget)
+    parts += _svg_axes(x, x_ticks, x_step, y, y_ticks, y_step, x_title)
+    if blurred is not None:
+        parts += _svg_blurred(y, blurred)
+    parts += _svg_points(points, x, y)
+    quality = card["quality"]
+    subtitle = (f'{card["target"]["precision"]} on {card["target"]["runtime"]}; '
+                f'{quality["dataset"]}, {quality["pairs"]} pairs')
+    parts.append(_svg_text(_WIDTH / 2, 24, title, text_anchor="middle", font_size="16",
+                           font_weight="bold", class_="title"))
+    parts.append(_svg_text(_WIDTH / 2, 42, subtitle, text_anchor="middle", fill="#555"))
+    if any(p.on_host for p in points):
+        parts.append(_svg_text(_LEFT, _HEIGHT - 6, "hollow marker: latency measured on this host, "
+                               "not expected on the target", fill="#555", font_size="11", class_="note"))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# --- the document both renderers share -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Para:
+    """A paragraph of plain text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table; ``numeric`` marks the columns to right-align."""
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    numeric: Sequence[bool]
+
+
+@dataclass(frozen=True)
+class _Items:
+    """A bulleted list of ``(marker, text)``; the marker "FAIL" is emphasised."""
+
+    items: Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class _Code:
+    """A preformatted block."""
+
+    text: str
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """The quality-latency plot: a link in Markdown, the SVG itself in HTML."""
+
+    svg: str
+    caption: str
+
+
+_Block = _Para | _Table | _Items | _Code | _Figure
+_Section = tuple[str, list[_Block]]
+
+
+def _verdict(card: dict) -> str:
+    """One paragraph: gain kept, MAC reduction, expected speed against the budget, INT8 agreement
+    and the checks."""
+    quality, student, latency = card["quality"], card["student"], card["latency"]
+    budget, expected = _budget_ms(card), latency.get("expected_ms")
+    sentences = [
+        f"The student keeps {_percent(quality.get('gain_kept'))} of the teacher's gain over the blurred "
+        f"input ({_db(quality.get('student_gain_db'))} of {_db(quality.get('teacher_gain_db'))} "
+        f"on {quality['dataset']}, {quality['pairs']} pairs) with {_num(student.get('mac_reduction'), 1, 'x')} "
+        f"fewer MACs ({_macs(student.get('macs'))} vs {_macs(card['teacher'].get('macs'))} per 640x480 frame)."
+    ]
+    if _finite(expected) and _finite(budget):
+        verdict = "within" if expected <= budget else f"{expected / budget:.1f}x over"
+        sentences.append(f"On {card['target']['name']} it is expected to take {_ms(expected)} ({_fps(expected)}), "
+                         f"{verdict} the budget of {_ms(budget)} ({_fps(budget)}).")
+    int8 = card.get("int8_vs_float")
+    if int8:
+        sentences.append(f"INT8 agrees with the float student at {_db(int8.get('psnr_db'))} PSNR, "
+                         f"{_percent(int8.get('within_1lsb'), 1)} of pixels within 1 LSB "
+                         f"(max abs diff {_plain(int8.get('max_abs_diff'))}).")
+    else:
+        sentences.append("There is no INT8 model to compare with the float one.")
+    checks = card.get("checks") or []
+    failed = [c["name"] for c in checks if not c.get("passed")]
+    if failed:
+        sentences.append(f"{len(failed)} of {len(checks)} checks FAILED: {', '.join(map(str, failed))}.")
+    elif checks:
+        sentences.append(f"All {len(checks)} checks passed.")
+    return " ".join(sentences)
+
+
+def _summary(card: dict) -> list[_Block]:
+    """When, for which board, from which teacher."""
+    target, teacher = card["target"], card["teacher"]
+    return [_Para(
+        f"Created {card['created']}. Target {target['name']}: {target['cpu']}; {target['runtime']}, "
+        f"{target['precision']}, {target['threads']} threads; budget {_ms(_budget_ms(card))} "
+        f"({_fps(_budget_ms(card))}), {_macs(target.get('mac_budget'))} MACs. "
+        f"Teacher: {teacher['source']} ({teacher['kind']})."
+    )]
+
+
+def _quality(card: dict, svg: str) -> list[_Block]:
+    """The quality table and the plot."""
+    quality, name = card["quality"], card["target"]["name"]
+    rows = [[str(r["method"]), _num(r.get("psnr"), 2), _num(r.get("ssim"), 3), _num(r.get("psnr_vs_teacher"), 2),
+             _ms_value(r.get("latency_ms_here")), _ms_value(r.get("expected_ms"))] for r in quality["rows"]]
+    headers = ["method", "PSNR (dB)", "SSIM", "PSNR vs teacher (dB)", "latency here (ms)",
+               f"expected on {name} (ms)"]
+    return [
+        _Para(f"{quality['dataset']}, {quality['pairs']} pairs. Gain over the blurred input: teacher "
+              f"{_db(quality.get('teacher_gain_db'))}, student {_db(quality.get('student_gain_db'))} "
+              f"({_percent(quality.get('gain_kept'))} kept)."),
+        _Table(headers, rows, [False] + [True] * 5),
+        _Figure(svg, f"PSNR against expected latency on {name}"),
+    ]
+
+
+def _model(card: dict) -> list[_Block]:
+    """The student before and after pruning, and the files written."""
+    student, base = card["student"], card["student"]["base"]
+    params = student.get("params")
+    rows = [
+        ["widths", _ints(base.get("widths")), _ints(student.get("widths"))],
+        ["blocks", _ints(base.get("blocks")), _ints(student.get("blocks"))],
+        ["middle", str(base.get("middle", _DASH)), str(student.get("middle", _DASH))],
+        ["MACs (640x480)", _macs(base.get("macs")), _macs(student.get("macs"))],
+        ["params", _DASH, f"{params:,}" if _finite(params) else _DASH],
+    ]
+    files = []
+    for key, label in _FILE_NAMES.items():
+        entry = card["files"].get(key)
+        files.append([label, str(entry["path"]), _size(entry.get("bytes")), str(entry.get("sha256", ""))[:16]]
+                     if entry else [label, "not written", _DASH, _DASH])
+    return [
+        _Para(f"Teacher {_macs(card['teacher'].get('macs'))} MACs per frame; the student has "
+              f"{_num(student.get('mac_reduction'), 1, 'x')} fewer, against a budget of "
+              f"{_macs(card['target'].get('mac_budget'))} on {card['target']['name']}."),
+        _Table(["", "before pruning", "after pruning"], rows, [False, True, True]),
+        _Table(["file", "path", "size", "sha256 (first 16)"], files, [False, False, True, False]),
+    ]
+
+
+def _latency(card: dict) -> list[_Block]:
+    """How the expected latency was estimated, and how far to trust it."""
+    lat, name = card["latency"], card["target"]["name"]
+    kind = str(lat.get("mobilenet_kind"))
+    text = (
+        f"The target cannot be timed here, so the student and MobileNetV2-224 INT8 were timed side by side "
+        f"on this host ({lat['host']}, {lat['threads']} threads): student {_ms(lat.get('student_ms'))}, "
+        f"MobileNetV2 {_ms(lat.get('mobilenet_ms'))}. Scaled by MobileNetV2's latency on {name}, "
+        f"{_ms(lat.get('mobilenet_target_ms'))} ({_REFERENCE_KINDS.get(kind, kind)}), the student is expected "
+        f"to take {_ms(lat.get('expected_ms'))} ({_fps(lat.get('expected_ms'))}) against a budget of "
+        f"{_ms(lat.get('budget_ms'))}. Basis: {str(lat['basis']).rstrip('.')}."
+    )
+    caveat = (
+        f"Achieved MAC rates here: student {_gmacs(lat.get('student_macs_per_s'))}, MobileNetV2 "
+        f"{_gmacs(lat.get('mobilenet_macs_per_s'))}, ratio {_num(lat.get('mac_rate_ratio'), 2)}. The scaling "
+        f"assumes this ratio is the same on {name}; full-resolution element-wise work gains less from INT8 "
+        "than MobileNetV2's convolutions, so the further the ratio is from 1, the rougher the estimate."
+    )
+    rows = [
+        ["student, this host", _ms_value(lat.get("student_ms"))],
+        ["MobileNetV2-224 INT8, this host", _ms_value(lat.get("mobilenet_ms"))],
+        [f"MobileNetV2-224 on {name} ({kind})", _ms_value(lat.get("mobilenet_target_ms"))],
+        [f"student expected on {name}", _ms_value(lat.get("expected_ms"))],
+        [f"budget on {name}", _ms_value(lat.get("budget_ms"))],
+    ]
+    return [_Para(text), _Table(["", "ms"], rows, [False, True]), _Para(caveat)]
+
+
+def _steps(card: dict) -> list[_Block]:
+    """Each conversion step's wall time and whatever else it recorded."""
+    rows, total = [], 0.0
+    for step, info in card["steps"].items():
+        seconds = info.get("seconds")
+        total += seconds if _finite(seconds) else 0.0
+        details = "; ".join(f"{k} {_plain(v)}" for k, v in info.items() if k != "seconds")
+        rows.append([str(step), _num(seconds, 1), details])
+    if not rows:
+        return [_Para("No steps were recorded.")]
+    rows.append(["total", _num(total, 1), ""])
+    return [_Table(["step", "seconds", "details"], rows, [False, True, False])]
+
+
+def _checks(card: dict) -> list[_Block]:
+    """The acceptance checks, failures marked."""
+    items = [("pass" if c.get("passed") else "FAIL", f"{c['name']}: {c.get('detail', '')}")
+             for c in card.get("checks") or []]
+    return [_Items(items) if items else _Para("No checks were run.")]
+
+
+def _config(card: dict) -> list[_Block]:
+    """The run's configuration, verbatim, so the run can be repeated."""
+    return [_Code(json.dumps(card.get("config") or {}, indent=2, sort_keys=True, default=str), "json")]
+
+
+def _document(card: dict, svg: str) -> tuple[str, list[_Section]]:
+    """The report's title and sections, independent of the output format."""
+    return f"edge-deblur convert: {card['name']}", [
+        ("", _summary(card)),
+        ("Verdict", [_Para(_verdict(card))]),
+        ("Quality", _quality(card, svg)),
+        ("Model", _model(card)),
+        ("Latency", _latency(card)),
+        ("Steps", _steps(card)),
+        ("Checks", _checks(card)),
+        ("Configuration", _config(card)),
+    ]
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    """A table cell: a pipe or a line break would end the cell or the row."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_block(block: _Block) -> str:
+    """One block as Markdown."""
+    match block:
+        case _Para(text):
+            return text
+        case _Table(headers, rows, numeric):
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+                     "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            return "\n".join(lines)
+        case _Items(items):
+            return "\n".join(f"- **{m}** {t}" if m == "FAIL" else f"- {m} {t}" for m, t in items)
+        case _Code(text, language):
+            # A fence longer than any backtick run in the text cannot be closed early by it.
+            fence = "`" * max(3, _longest_backticks(text) + 1)
+            return f"{fence}{language}\n{text}\n{fence}"
+        case _Figure(_, caption):
+            return f"![quality vs latency]({PLOT_FILE})\n\n*{caption}*"
+    raise TypeError(f"unknown block {block!r}")
+
+
+def _longest_backticks(text: str) -> int:
+    """The longest run of consecutive backticks in ``text``."""
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return longest
+
+
+def report_markdown(card: dict) -> str:
+    """The report as Markdown; the plot is linked as ``quality_latency.svg`` next to it."""
+    title, sections = _document(card, "")
+    parts = [f"# {title}"]
+    for heading, blocks in sections:
+        if heading:
+            parts.append(f"## {heading}")
+        parts += [_md_block(b) for b in blocks]
+    return "\n\n".join(parts) + "\n"
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:60rem;
+margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.8rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem}
+th{background:#f3f3f3}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1rem 0}svg{max-width:100%;height:auto}figcaption{color:#555;font-style:italic}
+li.fail{color:#b71c1c}strong.fail{color:#b71c1c}pre{background:#f6f6f6;padding:.8rem;overflow:auto}
+""".strip()
+
+
+def _html_block(block: _Block) -> str:
+    """One block as HTML, every card-provided string escaped."""
+    e = html.escape
+    match block:
+        case _Para(text):
+            return f"<p>{e(text)}</p>"
+        case _Table(headers, rows, numeric):
+            def cells(tag: str, values: Sequence[str]) -> str:
+                """One row's cells, numeric columns right-aligned."""
+                opens = [f'<{tag} class="num">' if n else f"<{tag}>" for n in numeric]
+                return "".join(f"{o}{e(v)}</{tag}>" for o, v in zip(opens, values))
+            body = "\n".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+            return f"<table>\n<thead><tr>{cells('th', headers)}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+        case _Items(items):
+            lines = [f'<li class="fail"><strong class="fail">{e(m)}</strong> {e(t)}</li>' if m == "FAIL"
+                     else f"<li>{e(m)} {e(t)}</li>" for m, t in items]
+            return "<ul>\n" + "\n".join(lines) + "\n</ul>"
+        case _Code(text, _):
+            return f"<pre><code>{e(text)}</code></pre>"
+        case _Figure(svg, caption):
+            return f"<figure>\n{svg}<figcaption>{e(caption)}</figcaption>\n</figure>"
+    raise TypeError(f"unknown block {block!r}")
+
+
+def report_html(card: dict) -> str:
+    """The report as one self-contained HTML page: inline CSS, the plot inlined as SVG, no
+    external assets, every string from the card escaped."""
+    title, sections = _document(card, quality_latency_svg(card))
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{html.escape(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for heading, blocks in sections:
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts += [_html_block(b) for b in blocks]
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, so a reader never
+    sees half a file and an interrupted write leaves the old one (if any) in place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(card: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``quality_latency.svg`` into ``out_dir`` (created if
+    needed), each atomically; returns their paths as ``{"markdown", "html", "plot"}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Render everything before writing anything: a card that cannot be rendered leaves no files.
+    texts: dict[str, tuple[Path, str]] = {
+        "markdown": (out / MARKDOWN_FILE, report_markdown(card)),
+        "html": (out / HTML_FILE, report_html(card)),
+        "plot": (out / PLOT_FILE, quality_latency_svg(card)),
+    }
+    for path, text in texts.values():
+        _write_atomic(path, text)
+    return {key: path for key, (path, _) in texts.items()}

@@ -1,0 +1,221 @@
+"""``edge-deblur convert``: the whole chain on the bundled teacher (quick settings), resuming,
+quantization-aware fine-tuning, and structured pruning that really narrows the network.
+
+The quick chain trains for seconds, so these tests check that every step ran and that what it
+produced is right (shapes, widths, MACs, ops, files, a card that tells the truth), not the quality a
+full conversion reaches (that is docs/BENCHMARKS.md's job).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.convert
+
+
+from converters.convert import XNNPACK_INT8_OPS, Conversion, ConvertConfig  # noqa: E402
+from converters.distill import TrainConfig, train_student  # noqa: E402
+from converters.prune import channel_importance, choose_widths, prune_student  # noqa: E402
+from converters.quantize import tflite_ops  # noqa: E402
+from converters.student import build_student, student_macs, student_widths  # noqa: E402
+from edge_deblur import Deblurrer  # noqa: E402
+from edge_deblur.cli import main  # noqa: E402
+from targets import load_target  # noqa: E402
+
+STEPS = ("data", "distill", "prune", "finetune", "ptq")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """A quick rpi5 conversion through the CLI, as a user runs it."""
+    out = tmp_path_factory.mktemp("convert") / "rpi5"
+    assert main(["convert", "--target", "rpi5", "--quick", "-o", str(out)]) == 0
+    return out
+
+
+def _card(out):
+    return json.loads((out / "model_card.json").read_text())
+
+
+def test_quick_conversion_writes_the_deliverables(quick):
+    names = {p.name for p in quick.iterdir()}
+    assert {"student-rpi5.tflite", "student-rpi5-float.tflite", "student-rpi5.json", "model_card.json",
+            "report.md", "report.html", "quality_latency.svg", "work"} <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    steps = json.loads((quick / "work" / "steps.json").read_text())
+    assert set(STEPS) <= set(steps)
+    sidecar = json.loads((quick / "student-rpi5.json").read_text())
+    assert sidecar["input_range"] == [0, 1] and sidecar["multiple"] == 16 and sidecar["target"] == "rpi5"
+
+
+def test_student_is_pruned_to_the_budget_and_full_int8(quick):
+    card = _card(quick)
+    target = load_target("rpi5")
+    student = card["student"]
+    # Really narrower: the base student is above the budget, the shipped one below it, and its
+    # TFLite file's own MAC count (read from the flatbuffer) is what the card reports.
+    assert student["base"]["macs"] > target.mac_budget >= student["macs"]
+    assert all(w <= b for w, b in zip(student["widths"], student["base"]["widths"]))
+    assert student["widths"] != student["base"]["widths"]
+    assert student["mac_reduction"] >= 10
+    assert set(tflite_ops(quick / "student-rpi5.tflite")) <= XNNPACK_INT8_OPS
+    from converters.reference import tflite_macs
+
+    assert tflite_macs(quick / "student-rpi5.tflite", 480, 640) == student["macs"]
+
+
+def test_card_reports_quality_latency_and_checks(quick):
+    card = _card(quick)
+    rows = {r["method"]: r for r in card["quality"]["rows"]}
+    assert list(rows) == ["blurred", "teacher", "student (float)", "student (INT8)"]
+    assert rows["teacher"]["psnr"] > rows["blurred"]["psnr"]  # the bundled teacher deblurs
+    gain = card["quality"]["student_gain_db"] / card["quality"]["teacher_gain_db"]
+    assert card["quality"]["gain_kept"] == pytest.approx(gain, abs=1e-3)
+    latency = card["latency"]
+    assert latency["expected_ms"] == pytest.approx(
+        latency["student_ms"] * latency["mobilenet_target_ms"] / latency["mobilenet_ms"], rel=0.01)
+    assert 0.0 <= card["int8_vs_float"]["within_1lsb"] <= 1.0
+    names = [c["name"] for c in card["checks"]]
+    assert any("90%" in n for n in names) and any("10x" in n for n in names) and any("XNNPACK" in n for n in names)
+    gain_check = next(c for c in card["checks"] if "90%" in c["name"])
+    assert gain_check["passed"] == (card["quality"]["gain_kept"] >= 0.9)
+    assert "student (INT8)" in (quick / "report.md").read_text()
+
+
+def test_shipped_int8_student_runs_in_the_runtime_on_a_photo(quick, photo):
+    deblur = Deblurrer.load(quick / "student-rpi5.tflite", threads=2)
+    assert deblur.info.input_quant is not None and deblur.info.multiple == 16
+    out = deblur(photo[:200, :300])  # not a multiple of 16: the runtime pads and tiles
+    assert out.shape == (200, 300, 3) and out.dtype == np.uint8
+    # A quick student is near the identity (its head starts at zero), and INT8 must not wreck it.
+    assert np.abs(out.astype(int) - photo[:200, :300]).mean() < 8
+
+
+def test_rerun_resumes_without_redoing_steps(quick, tmp_path, capsys):
+    out = tmp_path / "again"
+    shutil.copytree(quick, out)
+    before = json.loads((out / "work" / "steps.json").read_text())
+    capsys.readouterr()
+    assert main(["convert", "--target", "rpi5", "--quick", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    for step in STEPS:
+        assert f"[{step}] done earlier" in err
+    after = json.loads((out / "work" / "steps.json").read_text())
+    assert {k: before[k] for k in STEPS} == {k: after[k] for k in STEPS}
+
+
+def test_changed_settings_redo_only_what_depends_on_them(quick, tmp_path, capsys):
+    out = tmp_path / "more"
+    shutil.copytree(quick, out)
+    capsys.readouterr()
+    config = ConvertConfig.quick_config(target="rpi5", out=str(out), finetune_steps=25)
+    Conversion(config).run()
+    err = capsys.readouterr().err
+    assert "[data] done earlier" in err and "[distill] done earlier" in err and "[prune] done earlier" in err
+    assert "[finetune] done earlier" not in err and "[ptq] done earlier" not in err
+    assert json.loads((out / "work" / "steps.json").read_text())["finetune"]["steps"] == 25
+
+
+def test_ptq_loss_above_threshold_runs_qat(quick, tmp_path):
+    out = tmp_path / "qat"
+    shutil.copytree(quick, out)
+    # A negative threshold: any PTQ result counts as a loss, so the QAT branch must run.
+    card = Conversion(ConvertConfig.quick_config(target="rpi5", out=str(out), qat_threshold_db=-1.0)).run()
+    steps = json.loads((out / "work" / "steps.json").read_text())
+    assert {"qat", "qat_ptq"} <= set(steps) and steps["qat"]["steps"] == 10
+    assert "qat" in card["steps"]
+
+
+def test_training_checkpoints_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    sharp = rng.random((16, 32, 32, 3)).astype(np.float16)
+    blurred = np.clip(sharp + rng.normal(0, 0.1, sharp.shape), 0, 1).astype(np.float16)
+    data = {"blurred": blurred, "sharp": sharp, "teacher": sharp}
+    model = build_student((8, 16), (1, 1), 1)
+    config = TrainConfig(steps=6, batch_size=2, checkpoint_every=3, warmup=1)
+    log = train_student(model, data, config, tmp_path / "run", log=lambda m: None)
+    assert log.step == 6 and [s for s, _ in log.losses] == [3, 6]
+    weights = [w.copy() for w in model.get_weights()]
+    again = build_student((8, 16), (1, 1), 1)
+    messages = []
+    log = train_student(again, data, replace(config, steps=9), tmp_path / "run", log=messages.append)
+    assert messages[0].startswith(f"resumed {tmp_path / 'run'} at step 6")
+    assert log.step == 9 and [s for s, _ in log.losses] == [3, 6, 9]
+    fresh = build_student((8, 16), (1, 1), 1)
+    fresh.load_weights(tmp_path / "run" / "student.weights.h5")
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, fresh.get_weights()))
+
+
+def _random_student(widths, seed=0):
+    rng = np.random.default_rng(seed)
+    model = build_student(widths, (1, 1, 2), 2)
+    for layer in model.layers:
+        if layer.weights:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([rng.normal(0, 0.2, kernel.shape).astype(np.float32),
+                               rng.normal(0, 0.05, bias.shape).astype(np.float32)])
+    return model
+
+
+def test_pruning_removes_dead_channels_exactly(photo):
+    """Channels that contribute nothing (their readers' weights zeroed) are the ones pruned, and the
+    narrower network computes exactly what the wide one did."""
+    model = _random_student((16, 32, 64))
+    # 8 dead channels in each of the streams L2, L3 and B, and 16 dead hidden channels in each of
+    # their blocks (the expansion stays 2x, so a block 8 channels narrower keeps 16 fewer hidden ones).
+    dead = {"L2": np.arange(0, 32, 4), "L3": np.arange(1, 64, 8), "B": np.arange(2, 64, 8)}
+    from converters.prune import _readers, _stream
+
+    def kill(name, channels):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        kernel[:, :, channels, :] = 0
+        layer.set_weights([kernel, bias])
+
+    for group, readers in _readers(model).items():
+        for name in readers:
+            if group in dead:
+                kill(name, dead[group])
+    for layer in model.layers:
+        if layer.name.endswith("_project") and _stream(layer.name, 3) in dead:
+            hidden = layer.kernel.shape[2]
+            kill(layer.name, np.arange(0, hidden, hidden // 16))
+    x = photo[None, :64, :64].astype(np.float32) / 255
+    importance = channel_importance(model, np.repeat(x, 2, axis=0))
+    for group, idx in dead.items():
+        assert np.all(importance[group][idx] == 0)
+    pruned = prune_student(model, (16, 24, 56), importance)
+    assert student_widths(pruned) == (16, 24, 56)
+    assert pruned.count_params() < model.count_params()
+    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_choose_widths_meets_the_budget_and_prefers_unimportant_levels():
+    model = _random_student((16, 32, 64))
+    base = student_macs(model)
+    # Level 3 and the bottleneck each have 24 nearly useless channels: removing 8 of them costs almost
+    # none of the level's importance, so the greedy choice takes them before touching levels 1 and 2.
+    weak = np.r_[np.full(24, 1e-3), np.ones(40)]
+    importance = {"L1": np.ones(16), "L2": np.ones(32), "L3": weak, "B": weak}
+    plan = choose_widths(model, importance, int(0.8 * base))
+    assert plan.macs <= 0.8 * base and plan.widths[:2] == (16, 32) and plan.widths[2] < 64
+    assert plan.macs == student_macs(build_student(plan.widths, (1, 1, 2), 2))
+    with pytest.raises(ValueError, match="cannot prune"):
+        choose_widths(model, importance, 1000)
+
+
+def test_ship_bundles_the_deployable_model_sidecar_and_card(quick, tmp_path, photo):
+    from converters.convert import ship
+
+    shipped = ship(quick, tmp_path)
+    assert sorted(p.name for p in shipped) == ["student-rpi5.card.json", "student-rpi5.json", "student-rpi5.tflite"]
+    assert (tmp_path / "student-rpi5.tflite").read_bytes() == (quick / "student-rpi5.tflite").read_bytes()
+    deblur = Deblurrer.load(tmp_path / "student-rpi5.tflite", threads=1)
+    assert deblur.info.tile == load_target("rpi5").tile  # the sidecar travelled with it
+    assert deblur(photo[:64, :64]).shape == (64, 64, 3)
