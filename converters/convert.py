@@ -55,7 +55,9 @@ class ConvertConfig:
     qat_threshold_db: float = 0.3
     batch_size: int = 16
     learning_rate: float = 2e-3
-    feature_weight: float = 0.1
+    gt_weight: float = 1.0  # L1 to the sharp crop
+    output_weight: float = 1.0  # L1 to the teacher's output
+    feature_weight: float = 0.1  # L1 of the hint regressor to the teacher's normalised bottleneck
     min_width: int = 16
     calibration: int = 128  # representative crops for INT8 calibration
     eval_photos: int | None = None  # held-out photos to validate on (None: all 24)
@@ -170,8 +172,8 @@ class Conversion:
         from converters.distill import TrainConfig
 
         c = self.config
-        settings = dict(steps=steps, batch_size=c.batch_size, learning_rate=c.learning_rate,
-                        feature_weight=c.feature_weight, seed=c.seed, checkpoint_every=max(5, min(250, steps // 4)))
+        settings = dict(steps=steps, batch_size=c.batch_size, learning_rate=c.learning_rate, gt_weight=c.gt_weight,
+                        output_weight=c.output_weight, feature_weight=c.feature_weight, seed=c.seed, checkpoint_every=max(5, min(250, steps // 4)))
         return TrainConfig(**{**settings, **overrides})
 
     def base_spec(self):
