@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_deblur.errors import ModelError
+from edge_deblur.images import AtomicFile
 
 XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "QUANTIZE", "DEQUANTIZE"}
 GAIN_KEPT = 0.9  # DESIGN.md: the student keeps 90% of the teacher's PSNR gain
@@ -90,15 +91,13 @@ def _file_entry(path: Path, relative_to: Path) -> dict:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with AtomicFile(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
 
 
 @dataclass
@@ -237,10 +236,8 @@ class Conversion:
             importance = channel_importance(model, crops)
             plan = choose_widths(model, importance, self.mac_budget(), self.config.min_width)
             pruned = prune_student(model, plan.widths, importance)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(".tmp-" + path.name)
-            pruned.save_weights(tmp)
-            os.replace(tmp, path)
+            with AtomicFile(path) as tmp:
+                pruned.save_weights(tmp)
             _log(f"pruned widths {plan.base_widths} -> {plan.widths}: {plan.base_macs / 1e6:.0f}M -> "
                  f"{plan.macs / 1e6:.0f}M MACs (budget {self.mac_budget() / 1e6:.0f}M)")
             return {"base_widths": list(plan.base_widths), "widths": list(plan.widths), "base_macs": plan.base_macs,

@@ -40,6 +40,7 @@ import numpy as np
 from converters.blur import BlurConfig, synthesize_pair
 from converters.data import training_photos, validation_pairs
 from edge_deblur.errors import ModelError
+from edge_deblur.images import AtomicFile
 from edge_deblur.model import MODELS_DIR, read_sidecar
 
 # Conventions a float image model may expect, as (scale, offset): model_value = scale * x + offset.
@@ -273,11 +274,8 @@ def make_distill_set(teacher: Teacher, count: int, crop: int, seed: int, path: P
         f = data["features"].astype(np.float32)
         data["mean"] = f.mean(axis=(0, 1, 2))
         data["std"] = f.std(axis=(0, 1, 2)) + 1e-3
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as fh:
+    with AtomicFile(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **data)
-    os.replace(tmp, path)
     return path
 
 
@@ -351,8 +349,8 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
                   log=print) -> TrainLog:
     """Train ``student`` in place against a distillation set for ``config.steps`` steps, resumably:
     weights, the hint regressor and the log are checkpointed to ``work`` every
-    ``config.checkpoint_every`` steps and picked up again on the next call (the optimizer's moments
-    restart from zero; the learning-rate schedule does not). Validation PSNR on the validation photos
+    ``config.checkpoint_every`` steps, with the optimizer's state, and picked up again on the next
+    call. Validation PSNR on the validation photos
     is logged at each checkpoint."""
     import tensorflow as tf
 
@@ -372,6 +370,8 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
 
     state_path, weights_path, adapter_path = work / "state.json", work / "student.weights.h5", work / "hint.npz"
+    optimizer_path = work / "optimizer.npz"
+    optimizer.build(variables)
     state = TrainLog()
     if state_path.exists() and weights_path.exists():
         saved = json.loads(state_path.read_text())
@@ -380,7 +380,10 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
         student.load_weights(weights_path)
         if adapter is not None and adapter_path.exists():
             with np.load(adapter_path) as z:
-                adapter.set_weights([z[k] for k in sorted(z.files)])
+                adapter.set_weights([z[k] for k in sorted(z.files, key=lambda k: int(k[1:]))])
+        if optimizer_path.exists():  # Adam's moments, so a resumed run continues the same descent
+            with np.load(optimizer_path) as z:
+                optimizer.load_own_variables(dict(z))
         log(f"resumed {work} at step {state.step}/{config.steps}")
 
     @tf.function(reduce_retracing=True)
@@ -417,17 +420,17 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
 
     def checkpoint() -> None:
         state.val_psnr.append((state.step, validate()))
-        tmp = weights_path.with_name(".tmp-" + weights_path.name)
-        student.save_weights(tmp)
-        os.replace(tmp, weights_path)
+        with AtomicFile(weights_path) as tmp:
+            student.save_weights(tmp)
         if adapter is not None:
-            tmp = adapter_path.with_name(".tmp-" + adapter_path.name)
-            with open(tmp, "wb") as fh:
+            with AtomicFile(adapter_path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **{f"w{i}": w for i, w in enumerate(adapter.get_weights())})
-            os.replace(tmp, adapter_path)
-        tmp = state_path.with_name(".tmp-" + state_path.name)
-        tmp.write_text(json.dumps(asdict(state)))
-        os.replace(tmp, state_path)
+        store = {}
+        optimizer.save_own_variables(store)
+        with AtomicFile(optimizer_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **store)
+        with AtomicFile(state_path) as tmp:  # last: the state never points past the weights
+            tmp.write_text(json.dumps(asdict(state)))
 
     recent, tick = [], time.monotonic()
     while state.step < config.steps:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -19,25 +18,18 @@ import numpy as np
 
 from converters.data import SPLIT_NAME, load_photo
 from converters.teacher import build_teacher, count_macs, multiple_of
+from edge_deblur.images import AtomicFile
 
 TOLERANCE = 1e-4  # float32 graphs of the same maths; measured differences are ~1e-6
 CHECK_PHOTO = "kodak24/kodim05.png"  # held-out photo used only to compare exports with Keras
 
 
 def _replace_atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path`` and move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix="".join(path.suffixes))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; bundled files are package data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Call ``write(tmp_path)`` on a temporary file next to ``path`` and move it into place
+    (``edge_deblur.images.AtomicFile``, which keeps ``.weights.h5`` whole for Keras)."""
+    with AtomicFile(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def export_tflite(model: keras.Model, path: str | os.PathLike) -> Path:

@@ -17,10 +17,11 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge_deblur.images import AtomicFile
 
 PLOT_FILE = "quality_latency.svg"
 MARKDOWN_FILE = "report.md"
@@ -665,16 +666,9 @@ def report_html(card: dict) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so a reader never
-    sees half a file and an interrupted write leaves the old one (if any) in place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` so that a reader never sees half a file (``AtomicFile``)."""
+    with AtomicFile(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
 def write_report(card: dict, out_dir: str | os.PathLike) -> dict[str, Path]:

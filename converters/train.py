@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +27,7 @@ from keras import ops
 from converters.blur import BlurConfig
 from converters.data import SPLIT_NAME, training_batches, training_photos, validation_pairs
 from converters.teacher import build_teacher
+from edge_deblur.images import AtomicFile
 
 
 @dataclass(frozen=True)
@@ -142,10 +141,8 @@ def restore(model: keras.Model, blurred: np.ndarray, batch: int = 4) -> np.ndarr
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
 
 
 def save_checkpoint(out: Path, model: keras.Model, state: dict) -> None:
@@ -217,9 +214,8 @@ def train(config: TrainConfig) -> TrainResult:
         state["history"].append((state["step"], value))
         if value > state["best_val_psnr"]:
             state.update(best_step=state["step"], best_val_psnr=value)
-            tmp = best.with_name(f".tmp-{best.name}")
-            shadow.save_weights(tmp)
-            os.replace(tmp, best)
+            with AtomicFile(best) as tmp:
+                shadow.save_weights(tmp)
             _write_json(out / "best.json", {k: state[k] for k in ("best_step", "best_val_psnr", "blurred_val_psnr")})
         print(f"step {state['step']}: EMA val PSNR {value:.2f} dB (blurred {state['blurred_val_psnr']:.2f}, "
               f"best {state['best_val_psnr']:.2f} at {state['best_step']})", flush=True)

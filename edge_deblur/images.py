@@ -35,15 +35,17 @@ class AtomicFile:
     """A temporary path beside ``path`` that replaces ``path`` in one step on ``commit()``.
 
     Readers never see a half-written file under the final name. The temporary name is hidden (leading
-    dot) and keeps the final suffix, because some writers (OpenCV's VideoWriter) pick the container by
-    suffix. As a context manager it yields the temporary path, commits when the block succeeds and
-    deletes the temporary file when it raises. The parent folder is created.
+    dot) and keeps every suffix, because some writers pick the format by it (OpenCV's VideoWriter the
+    container, Keras the ``.weights.h5`` in a name). As a context manager it yields the temporary path,
+    commits when the block succeeds and deletes the temporary file when it raises. The parent folder
+    is created.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.part{self.path.suffix}")
+        base, dot, suffixes = self.path.name.partition(".")
+        self.temp = self.path.with_name(f".{base}.{secrets.token_hex(4)}.part{dot}{suffixes}")
 
     def commit(self) -> Path:
         try:

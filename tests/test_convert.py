@@ -141,6 +141,8 @@ def test_training_checkpoints_and_resumes(tmp_path):
     config = TrainConfig(steps=6, batch_size=2, checkpoint_every=3, warmup=1)
     log = train_student(model, data, config, tmp_path / "run", log=lambda m: None)
     assert log.step == 6 and [s for s, _ in log.losses] == [3, 6]
+    with np.load(tmp_path / "run" / "optimizer.npz") as z:  # Adam's state travels with the weights
+        assert 6 in [int(np.asarray(z[k]).ravel()[0]) for k in z.files if np.asarray(z[k]).size == 1]
     weights = [w.copy() for w in model.get_weights()]
     again = build_student((8, 16), (1, 1), 1)
     messages = []
