@@ -326,12 +326,14 @@ class Deblurrer:
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype, 1.0)
         colour = image[..., None] if image.ndim == 2 else image[..., :3] if image.shape[2] == 4 else image
         if image.dtype == np.uint8 and self._tables is not None and colour.shape[2] == self.info.channels:
-            y = np.clip(self._deblur_u8(colour), 0.0, 1.0)
+            y = self._deblur_u8(colour)  # a fresh array: clipped and scaled in place, no copies
+            np.clip(y, 0.0, 1.0, out=y)
         else:
             x = colour.astype(np.float32) * np.float32(1.0 / peak) if peak != 1.0 else colour.astype(np.float32)
             y = np.clip(self.deblur_float(x), 0.0, 1.0)
         if image.dtype.kind == "u":
-            y = np.rint(y * np.float32(peak)).astype(image.dtype)
+            y *= np.float32(peak)
+            y = np.rint(y, out=y).astype(image.dtype)
         else:
             y = y.astype(image.dtype)
         if image.ndim == 2:
