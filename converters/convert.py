@@ -204,6 +204,7 @@ class Conversion:
         """Train the student ``start()`` builds for ``config`` against the distillation set; the
         weights land in ``work/<step>/student.weights.h5``."""
         from converters.distill import load_distill_set, train_student
+        from converters.student import student_widths
 
         folder = self.work / step
         fp = _fingerprint(step, fp, asdict(config))
@@ -215,7 +216,7 @@ class Conversion:
             result = train_student(model, load_distill_set(data_path), config, folder, log=_log)
             return {"steps": result.step, "final_loss": result.losses[-1][1] if result.losses else None,
                     "val_psnr": result.val_psnr[-1][1] if result.val_psnr else None,
-                    "widths": list(_widths(model))}
+                    "widths": list(student_widths(model))}
 
         if (folder / "fingerprint").exists() and (folder / "fingerprint").read_text() != fp:
             shutil.rmtree(folder)  # a checkpoint of another configuration must not be resumed
@@ -345,12 +346,6 @@ class Conversion:
         reports = write_report(card, self.out)
         _log(f"report: {reports['markdown']}")
         return card
-
-
-def _widths(model) -> tuple[int, ...]:
-    from converters.student import student_widths
-
-    return student_widths(model)
 
 
 def validation_scores(float_path: Path, int8_path: Path) -> dict:
