@@ -212,8 +212,9 @@ def inspect_model(path: Path, runner, sidecar: dict) -> ModelInfo:
 
 
 def _lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``table[codes]`` for uint8 ``codes`` (HxWxC), through OpenCV's vectorised LUT (5x numpy's take)."""
-    if codes.ndim == 3 and codes.shape[2] <= 4:
+    """``table[codes]`` for uint8 ``codes`` (HxWxC), through OpenCV's vectorised LUT (5x numpy's take)
+    where the shape survives it (OpenCV returns a one-channel image as HxW)."""
+    if codes.ndim == 3 and codes.shape[2] in (3, 4):
         return cv2.LUT(np.ascontiguousarray(codes), table)
     return np.take(table, codes)
 

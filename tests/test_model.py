@@ -92,6 +92,24 @@ def test_8bit_lookup_path_gives_exactly_the_float_path(models, photo, model):
     assert fast._tables is not None and np.unique(fast(photo)).size > 100
 
 
+def test_8bit_lookup_path_on_a_one_channel_int8_model(photo, tmp_path):
+    """One-channel frames keep their shape through the lookups (OpenCV would drop the channel axis)."""
+    keras = pytest.importorskip("keras")
+    from converters.quantize import quantize_int8
+
+    gray = photo.mean(axis=2).astype(np.uint8)
+    x = keras.Input((None, None, 1))
+    model = keras.Model(x, keras.layers.Add()([x, keras.layers.Conv2D(1, 3, padding="same")(x)]))
+    crops = [gray[y : y + 64, c : c + 64, None].astype(np.float32) / 255 for y in (0, 200) for c in (0, 200)]
+    path = quantize_int8(model, crops, tmp_path / "gray_int8.tflite", tile=(64, 64))
+    fast, general = Deblurrer.load(path, threads=1), Deblurrer.load(path, threads=1)
+    general._tables = None
+    assert fast.info.channels == 1 and fast._tables is not None
+    out = fast(gray)
+    assert out.shape == gray.shape and np.unique(out).size > 100
+    np.testing.assert_array_equal(out, general(gray))
+
+
 def test_onnx_and_tflite_give_the_same_result(models, photo):
     x = photo.astype(np.float32) / 255
     a = Deblurrer.load(models["unsharp"])(x)
