@@ -98,8 +98,12 @@ def test_8bit_lookup_path_on_a_one_channel_int8_model(photo, tmp_path):
     from converters.quantize import quantize_int8
 
     gray = photo.mean(axis=2).astype(np.uint8)
+    # A fixed unsharp mask (not a random init, which can push most pixels below zero).
+    detail = np.full((3, 3, 1, 1), -0.0625, np.float32)
+    detail[1, 1] = 0.5
     x = keras.Input((None, None, 1))
-    model = keras.Model(x, keras.layers.Add()([x, keras.layers.Conv2D(1, 3, padding="same")(x)]))
+    conv = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer=keras.initializers.Constant(detail))
+    model = keras.Model(x, keras.layers.Add()([x, conv(x)]))
     crops = [gray[y : y + 64, c : c + 64, None].astype(np.float32) / 255 for y in (0, 200) for c in (0, 200)]
     path = quantize_int8(model, crops, tmp_path / "gray_int8.tflite", tile=(64, 64))
     fast, general = Deblurrer.load(path, threads=1), Deblurrer.load(path, threads=1)
