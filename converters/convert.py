@@ -9,7 +9,7 @@ stopped (training steps also checkpoint inside themselves):
     data      synthesise crops from the training photos, run the teacher on them once
     distill   train the target's unpruned student against teacher, features and ground truth
     prune     structured channel pruning to the target's MAC budget (converters.prune)
-    finetune  train the narrower student the same way
+    finetune  train the narrower student on L2 (PSNR's own loss) with turned batches, no hint
     quantize  full-INT8 post-training quantization calibrated on real blurred crops
     qat       quantization-aware fine-tuning, when PTQ loses more than ``qat_threshold_db``
     export    the INT8 .tflite (and its float twin), an .onnx for onnxruntime targets, a sidecar
@@ -52,6 +52,8 @@ class ConvertConfig:
     crop: int = 128
     distill_steps: int = 8000
     finetune_steps: int = 3000
+    finetune_loss: str = "l2"  # after pruning, PSNR's own loss (L1 while distilling: robust early on)
+    finetune_augment: bool = True  # turn fine-tuning batches by the square's 8 symmetries
     qat_steps: int = 1000
     qat_threshold_db: float = 0.3
     batch_size: int = 16
@@ -189,7 +191,9 @@ class Conversion:
 
         c = self.config
         path = self.work / "distill_set.npz"
-        fp = _fingerprint("data-v1", self.teacher.fingerprint, c.crops, c.crop, c.seed)
+        fp = _fingerprint("data-v1", self.teacher.fingerprint, c.crops, c.crop, c.seed,
+                          # ONNX teachers have given bottleneck features since data-v1: their older sets had none
+                          *(["onnx-features"] if self.teacher.kind == "onnx" and self.teacher.predict_features else []))
 
         def body():
             make_distill_set(self.teacher, c.crops, c.crop, c.seed, path, log=_log)
@@ -298,6 +302,7 @@ class Conversion:
         sidecar = {"name": self.name, "target": self.target.name, "layout": "NHWC", "input_range": [0, 1],
                    "multiple": multiple_of(model), "tile": self.target.tile,
                    "precision": self.target.precision, "teacher": self.config.teacher,
+                   **({"providers": list(self.target.providers)} if self.target.providers else {}),
                    "architecture": {"widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle}}
         for path in files.values():  # the float twin too: the runtime needs its stride and tile
             _write_json(path.with_suffix(".json"), sidecar)
@@ -315,7 +320,9 @@ class Conversion:
         fp, pruned, prune_record = self.prune(fp, distilled)
         widths = tuple(prune_record["widths"])
         fp, tuned = self.train("finetune", fp, lambda: self.student(widths, pruned),
-                               self.train_config(c.finetune_steps, learning_rate=c.learning_rate / 2, warmup=10),
+                               self.train_config(c.finetune_steps, learning_rate=c.learning_rate / 2, warmup=10,
+                                                 pixel_loss=c.finetune_loss, augment=c.finetune_augment,
+                                                 feature_weight=0.0),
                                data_path)
         int8_dir, final = None, tuned
         if self.int8:

@@ -7,14 +7,14 @@ its input shape and its value range (0-1, 0-255, or normalised to [-1, 1]) is de
 on a real blurred photo under each convention and keeping the one whose output stays closest to its
 input (a deblurrer is a small correction of its input; a wrong range gives a wildly different image).
 
-Running the teacher costs about 7x the student (22k against 3k MACs per pixel), so its outputs (and,
-for a Keras teacher, its bottleneck features) are computed once over a fixed set of synthesised crops
+Running the teacher costs about 7x the student (22k against 3k MACs per pixel), so its outputs and
+its bottleneck features (``bottleneck``: found in any teacher, Keras or ONNX) are computed once over a fixed set of synthesised crops
 (``make_distill_set``) and the student is trained against that cache. The loss is
 
     L = w_gt |s(x) - y| + w_out |s(x) - t(x)| + w_feat |A f_s(x) - (f_t(x) - mu) / sigma|
 
 with ``y`` the sharp crop, ``t`` the teacher, ``f_s``/``f_t`` the student's and teacher's features at
-the same resolution (1/8), ``A`` a 1x1 convolution that is dropped after training (FitNets' hint
+the same resolution (the teacher's lowest, 1/8 for ours; no hint when the student has no stage there), ``A`` a 1x1 convolution that is dropped after training (FitNets' hint
 regressor), ``mu``/``sigma`` the teacher features' per-channel statistics over the cache.
 
 Quantization-aware fine-tuning (``TrainConfig.qat``) uses shadow weights: each step runs forward and
@@ -114,6 +114,65 @@ def _check_image_model(source: str, in_shape, out_shape) -> str:
     return lin
 
 
+PROBE_HW = (96, 128)  # distinct height and width down to 1/32, so each tensor's spatial axes are known
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An intermediate 4-D tensor of a teacher, seen on a ``PROBE_HW`` input."""
+
+    name: str
+    shape: tuple[int, ...]
+    is_add: bool  # made by an addition: the end of a residual block
+
+
+def bottleneck(tensors: list[Tensor], layout: str) -> tuple[str, tuple[int, int, int, int]] | None:
+    """The teacher tensor to hint the student with, and the transpose that makes it NHWC.
+
+    It is the deepest point of the network: among the tensors (in execution order) at the lowest
+    resolution below full, the last residual addition (the last bottleneck block's output; the
+    up-sampling convolution after it is at that resolution too, but only a linear map of it), or
+    the last tensor there when the network has no additions. None when nothing is below full
+    resolution (a plain stack of convolutions has no bottleneck to hint)."""
+    h, w = PROBE_HW
+    found = []
+    for t in tensors:
+        if len(t.shape) != 4:
+            continue
+        for stride in (2, 4, 8, 16, 32):
+            if t.shape[1:3] == (h // stride, w // stride):
+                found.append((stride, t, (0, 1, 2, 3)))
+            elif t.shape[2:4] == (h // stride, w // stride):
+                found.append((stride, t, (0, 2, 3, 1)))
+    if not found:
+        return None
+    deepest = max(stride for stride, _, _ in found)
+    there = [(t, perm) for stride, t, perm in found if stride == deepest]
+    t, perm = ([(t, p) for t, p in there if t.is_add] or there)[-1]
+    return t.name, perm
+
+
+def _keras_bottleneck(model: keras.Model, layout: str):
+    tensors, outputs = [], []
+    for layer in model.layers:
+        if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
+            continue  # a nested model's insides are not reachable from the outer graph
+        try:
+            out = layer.output
+        except (AttributeError, ValueError):  # a layer called more than once has no single output
+            continue
+        if getattr(out, "shape", None) is not None and len(out.shape) == 4:
+            tensors.append(layer.name)
+            outputs.append(out)
+    if not outputs:
+        return None
+    probe_shape = (1, *PROBE_HW, model.inputs[0].shape[-1]) if layout == "NHWC" else (1, model.inputs[0].shape[1], *PROBE_HW)
+    shapes = keras.Model(model.inputs, outputs).predict(np.zeros(probe_shape, np.float32), verbose=0, batch_size=1)
+    found = [Tensor(name, tuple(np.shape(a)), isinstance(model.get_layer(name), keras.layers.Add))
+             for name, a in zip(tensors, shapes)]
+    return bottleneck(found, layout)
+
+
 def _keras_teacher(model: keras.Model, source: str, kind: str, fingerprint: str) -> Teacher:
     from converters.teacher import count_macs, multiple_of
 
@@ -123,16 +182,15 @@ def _keras_teacher(model: keras.Model, source: str, kind: str, fingerprint: str)
         raise ModelError(f"{source}: a teacher must have one input and one output, found "
                          f"{len(model.inputs)} and {len(model.outputs)}")
     layout = _check_image_model(source, model.inputs[0].shape, model.outputs[0].shape)
-    # The bottleneck of our NAFNet-style teacher: the last middle block, at 1/8 resolution.
-    middle = [layer.name for layer in model.layers if layer.name.startswith("middle_") and layer.name.endswith("_res2")]
-    with_features = bool(middle) and layout == "NHWC"
-    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(middle[-1]).output]) if with_features else model
+    hint = _keras_bottleneck(model, layout)
+    with_features = hint is not None
+    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(hint[0]).output]) if with_features else model
     compiled = tf.function(lambda x: both(x, training=False), reduce_retracing=True)  # 3x eager speed
 
     def run(x: np.ndarray):
         x = x if layout == "NHWC" else x.transpose(0, 3, 1, 2)
         out = compiled(tf.constant(x, tf.float32))
-        y, f = (np.asarray(out[0]), np.asarray(out[1])) if with_features else (np.asarray(out), None)
+        y, f = (np.asarray(out[0]), np.asarray(out[1]).transpose(hint[1])) if with_features else (np.asarray(out), None)
         return (y if layout == "NHWC" else y.transpose(0, 2, 3, 1)), f
 
     value_range = detect_value_range(lambda x: run(x)[0], _probe_pairs())
@@ -148,14 +206,15 @@ def _keras_teacher(model: keras.Model, source: str, kind: str, fingerprint: str)
                    value_range, layout, predict_features if with_features else None)
 
 
-def _onnx_macs(path: Path, layout: str) -> int:
-    """Convolution and matrix-product MACs of an ONNX model for one 640x480 frame, from ONNX's shape
-    inference on a copy whose input is fixed to that size."""
+def _onnx_shapes(model, layout: str, hw: tuple[int, int]):
+    """ONNX's shape inference on a copy of ``model`` whose input is fixed to one ``hw`` frame:
+    the inferred model and every tensor's shape (0 where unknown)."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.ModelProto.FromString(model.SerializeToString())
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    for d, v in zip(dims, (1, 480, 640, 3) if layout == "NHWC" else (1, 3, 480, 640)):
+    channels = dims[3 if layout == "NHWC" else 1].dim_value or 3
+    for d, v in zip(dims, (1, *hw, channels) if layout == "NHWC" else (1, channels, *hw)):
         d.ClearField("dim_param")
         d.dim_value = v
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)  # shapes through Reshape(Shape(...))
@@ -164,6 +223,22 @@ def _onnx_macs(path: Path, layout: str) -> int:
         shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
+    return model, shapes
+
+
+def _onnx_bottleneck(model, layout: str):
+    _, shapes = _onnx_shapes(model, layout, PROBE_HW)
+    tensors = [Tensor(out, tuple(shapes[out]), node.op_type in ("Add", "Sum")) for node in model.graph.node
+               for out in node.output if out in shapes]
+    return bottleneck(tensors, layout)
+
+
+def _onnx_macs(path: Path, layout: str) -> int:
+    """Convolution and matrix-product MACs of an ONNX model for one 640x480 frame, from ONNX's shape
+    inference on a copy whose input is fixed to that size."""
+    import onnx
+
+    model, shapes = _onnx_shapes(onnx.load(str(path)), layout, (480, 640))
     macs = 0
     for node in model.graph.node:
         out = shapes.get(node.output[0])
@@ -184,7 +259,8 @@ def _onnx_teacher(path: Path) -> Teacher:
     except ImportError as e:
         raise ModelError(f"{path}: ONNX teachers need onnx and onnxruntime (pip install 'edge-deblur[convert]')") from e
     try:
-        onnx.checker.check_model(onnx.load(str(path)))
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnx raises DecodeError/ValidationError, onnxruntime its own Fail classes
         raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from e
@@ -193,21 +269,37 @@ def _onnx_teacher(path: Path) -> Teacher:
         raise ModelError(f"{path}: a teacher must have one input and one output, found {len(inputs)} and {len(outputs)}")
     layout = _check_image_model(str(path), inputs[0].shape, outputs[0].shape)
     fixed_batch = inputs[0].shape[0] == 1
+    hint = _onnx_bottleneck(model, layout)
+    names = [outputs[0].name]
+    if hint is not None:  # the bottleneck becomes a second graph output, so one run gives both
+        model.graph.output.append(onnx.helper.make_tensor_value_info(hint[0], onnx.TensorProto.FLOAT, None))
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names.append(hint[0])
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.ascontiguousarray(x if layout == "NHWC" else x.transpose(0, 3, 1, 2), dtype=np.float32)
+        parts = [session.run(names, {inputs[0].name: p}) for p in ([x[i : i + 1] for i in range(len(x))] if fixed_batch else [x])]
+        y = np.concatenate([part[0] for part in parts])
+        f = np.concatenate([part[1] for part in parts]).transpose(hint[1]) if hint is not None else None
+        return (y if layout == "NHWC" else y.transpose(0, 2, 3, 1)), f
 
     def raw(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x if layout == "NHWC" else x.transpose(0, 3, 1, 2), dtype=np.float32)
-        parts = [x[i : i + 1] for i in range(len(x))] if fixed_batch else [x]
-        y = np.concatenate([session.run([outputs[0].name], {inputs[0].name: p})[0] for p in parts])
-        return y if layout == "NHWC" else y.transpose(0, 2, 3, 1)
+        return run(x)[0]
 
     sidecar = read_sidecar(path)
     stated = tuple(sidecar.get("input_range", ()))
     value_range = next((k for k, (scale, offset) in VALUE_RANGES.items() if stated == (offset, scale + offset)), None)
     value_range = value_range or detect_value_range(raw, _probe_pairs())
     scale, offset = VALUE_RANGES[value_range]
+
+    def predict_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = [run(x[i : i + 8] * scale + offset) for i in range(0, len(x), 8)]
+        return np.concatenate([(y - offset) / scale for y, _ in parts]), np.concatenate([f for _, f in parts])
+
     predict = _batched(lambda x: (raw(x * scale + offset) - offset) / scale, 8)
     multiple = int(sidecar.get("multiple", 16))
-    return Teacher(str(path), "onnx", predict, _onnx_macs(path, layout), multiple, _sha256(path), value_range, layout)
+    return Teacher(str(path), "onnx", predict, _onnx_macs(path, layout), multiple, _sha256(path), value_range, layout,
+                   predict_features if hint is not None else None)
 
 
 def load_teacher_source(teacher: str | os.PathLike) -> Teacher:
@@ -299,6 +391,8 @@ class TrainConfig:
     gt_weight: float = 1.0
     output_weight: float = 1.0
     feature_weight: float = 0.1
+    pixel_loss: str = "l1"  # "l1", or "l2" (the conditional mean, which is what PSNR rewards)
+    augment: bool = False  # each batch turned by one of the square's 8 symmetries (flips, 90-degree turns)
     qat: bool = False
     seed: int = 0
     checkpoint_every: int = 250
@@ -339,6 +433,21 @@ def _cosine(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
     return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+
+def _symmetry(arrays: list[np.ndarray], k: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Symmetry ``k`` of the dihedral group of the square (``k % 4`` quarter turns, then a
+    transpose when ``k >= 4``) applied to the spatial axes of NHWC batches; the last array
+    returned apart. Blur kernels are drawn without a preferred direction, so a turned pair is as
+    likely as the original; the teacher's outputs and features turn with it (to within the
+    teacher's own, small, lack of equivariance). 1x1 arrays pass through unchanged."""
+    out = []
+    for a in arrays:
+        if a.shape[1] > 1:
+            a = np.rot90(a, k % 4, axes=(1, 2))
+            a = np.ascontiguousarray(a.transpose(0, 2, 1, 3) if k >= 4 else a)
+        out.append(a)
+    return out[:-1], out[-1]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -386,6 +495,12 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
                 optimizer.load_own_variables(dict(z))
         log(f"resumed {work} at step {state.step}/{config.steps}")
 
+    if config.pixel_loss not in ("l1", "l2"):
+        raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {config.pixel_loss!r}")
+
+    def pixel(error):
+        return tf.reduce_mean(tf.abs(error) if config.pixel_loss == "l1" else tf.square(error))
+
     @tf.function(reduce_retracing=True)
     def step(blurred, sharp, target, features, lr):
         optimizer.learning_rate.assign(lr)
@@ -397,8 +512,7 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
         with tf.GradientTape() as tape:
             out = trainer(blurred, training=True)
             out = out if isinstance(out, (list, tuple)) else [out]
-            loss = config.gt_weight * tf.reduce_mean(tf.abs(out[0] - sharp))
-            loss += config.output_weight * tf.reduce_mean(tf.abs(out[0] - target))
+            loss = config.gt_weight * pixel(out[0] - sharp) + config.output_weight * pixel(out[0] - target)
             if adapter is not None:
                 loss += config.feature_weight * tf.reduce_mean(tf.abs(adapter(out[1]) - (features - mean) / std))
         grads = tape.gradient(loss, variables)
@@ -438,6 +552,8 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
         idx = rng.integers(0, n, config.batch_size)
         batch = [data[k][idx].astype(np.float32) for k in ("blurred", "sharp", "teacher")]
         feats = data["features"][idx].astype(np.float32) if adapter is not None else dummy
+        if config.augment:
+            batch, feats = _symmetry(batch + [feats], int(rng.integers(8)))
         lr = _cosine(state.step, config.steps, config.learning_rate, config.warmup)
         recent.append(float(step(*batch, feats, np.float32(lr))))
         state.step += 1

@@ -138,6 +138,8 @@ def cmd_info(args) -> int:
     info = asdict(deblur.info)
     info.update(path=str(path), input_dtype=str(deblur.info.input_dtype),
                 size_bytes=path.stat().st_size, sidecar=read_sidecar(path))
+    if hasattr(deblur.runner, "providers"):  # what onnxruntime really runs it on, here
+        info.update(providers=deblur.runner.providers)
     print(json.dumps(info, indent=2, default=str))
     return 0
 

@@ -4,13 +4,15 @@
 LiteRT, whose XNNPACK kernels are the NEON path on ARM boards), an ``.onnx`` file (run by
 onnxruntime when it is installed), or the name of a model bundled in ``edge_deblur/models``. It must
 take one image and give one image of the same size. A ``<model>.json`` sidecar may state what the
-file cannot: the value range of a float model, its tile size and its stride multiple.
+file cannot: the value range of a float model, its tile size and its stride multiple, and for an
+``.onnx`` model the execution providers to try and its precision (``onnx_providers``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,25 +157,65 @@ class _LiteRT:
         return self.interp.get_tensor(self.output["index"])
 
 
+def onnx_providers(preferred: list[str] | None, available: list[str], precision: str = "fp32",
+                   cache_dir: Path | None = None) -> list[tuple[str, dict]]:
+    """The onnxruntime execution providers to ask for, with their options, best first.
+
+    ``preferred`` (the caller's list, else the sidecar's, e.g. TensorRT, CUDA, CPU) is cut down to
+    what this onnxruntime build has, so the same model and call work on a Jetson and on a laptop;
+    the CPU always closes the list. TensorRT runs in FP16 when the model's ``precision`` says so,
+    and caches its engines in ``cache_dir``: building one takes minutes on a Jetson, once."""
+    plan = []
+    for name in preferred or ["CPUExecutionProvider"]:
+        if name not in available or name == "CPUExecutionProvider" or any(name == p for p, _ in plan):
+            continue
+        options = {}
+        if name == "TensorrtExecutionProvider":
+            options = {"trt_fp16_enable": precision == "fp16"}
+            if cache_dir is not None:
+                options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+        plan.append((name, options))
+    return plan + [("CPUExecutionProvider", {})]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-deblur" / "tensorrt"
+
+
 class _OnnxRuntime:
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, providers: list[str] | None = None):
+    def __init__(self, path: Path, threads: int, providers: list[str] | None = None, sidecar: dict | None = None):
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise ModelError(f"{path}: running .onnx models needs onnxruntime (pip install 'edge-deblur[onnx]')") from e
+        sidecar = sidecar or {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
+        plan = onnx_providers(providers or sidecar.get("providers"), ort.get_available_providers(),
+                              sidecar.get("precision", "fp32"), _cache_dir())
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(str(path), opts, providers=plan)
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
-            raise ModelError(f"{path}: not a valid ONNX model: {e}") from e
+            if len(plan) == 1:
+                raise ModelError(f"{path}: not a valid ONNX model: {e}") from e
+            # An accelerator that is listed but cannot start (missing CUDA libraries, no GPU
+            # memory) must not stop a camera: run on the CPU and say so.
+            warnings.warn(f"{path}: {', '.join(p for p, _ in plan[:-1])} failed to start ({e}); running on the CPU")
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e2:
+                raise ModelError(f"{path}: not a valid ONNX model: {e2}") from e2
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"{path}: model has {len(ins)} inputs and {len(outs)} outputs; expected one image in and one image out")
         self.input, self.output = ins[0], outs[0]
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session really runs on, best first."""
+        return self.session.get_providers()
 
     def signature(self):
         dims = lambda shape: [d if isinstance(d, int) else -1 for d in shape]
@@ -258,8 +300,9 @@ class Deblurrer:
              tile: int | None = None, overlap: int = 32, providers: list[str] | None = None) -> "Deblurrer":
         path = resolve_model(model)
         threads = threads or os.cpu_count() or 1
-        runner = _OnnxRuntime(path, threads, providers) if path.suffix.lower() == ".onnx" else _LiteRT(path, threads)
-        info = inspect_model(path, runner, read_sidecar(path))
+        sidecar = read_sidecar(path)
+        runner = _OnnxRuntime(path, threads, providers, sidecar) if path.suffix.lower() == ".onnx" else _LiteRT(path, threads)
+        info = inspect_model(path, runner, sidecar)
         if tile is not None and tile % info.multiple:
             raise ModelError(f"{path}: tile {tile} is not a multiple of the model's stride {info.multiple}")
         return cls(runner, info, TileConfig(tile, overlap))

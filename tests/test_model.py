@@ -9,7 +9,7 @@ import pytest
 
 import tiny_models as tm
 from edge_deblur import Deblurrer, ModelError
-from edge_deblur.model import resolve_model
+from edge_deblur.model import onnx_providers, read_sidecar, resolve_model
 
 pytest.importorskip("tensorflow")
 
@@ -119,6 +119,54 @@ def test_onnx_and_tflite_give_the_same_result(models, photo):
     a = Deblurrer.load(models["unsharp"])(x)
     b = Deblurrer.load(models["unsharp_onnx"])(x)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_onnx_providers_keep_the_preferred_order_that_this_build_can_run(tmp_path):
+    on_jetson = onnx_providers(JETSON, JETSON + ["AzureExecutionProvider"], "fp16", tmp_path)
+    assert [name for name, _ in on_jetson] == JETSON
+    assert on_jetson[0][1] == {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                               "trt_engine_cache_path": str(tmp_path)}
+    assert onnx_providers(JETSON, JETSON, "fp32")[0][1] == {"trt_fp16_enable": False}
+    # A laptop build has neither TensorRT nor CUDA: the same call runs on the CPU.
+    assert onnx_providers(JETSON, ["AzureExecutionProvider", "CPUExecutionProvider"]) == [("CPUExecutionProvider", {})]
+    # The CPU closes every list, once, even when the caller forgot it.
+    assert onnx_providers(["CUDAExecutionProvider", "CUDAExecutionProvider"], JETSON) == [
+        ("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})]
+    assert onnx_providers(None, JETSON) == [("CPUExecutionProvider", {})]
+
+
+def test_shipped_jetson_student_runs_here_on_the_cpu(photo):
+    """Its sidecar asks for TensorRT FP16 then CUDA; this host's onnxruntime has neither."""
+    pytest.importorskip("onnxruntime")
+    model = Deblurrer.load("student-jetson-orin", threads=2)
+    assert read_sidecar(resolve_model("student-jetson-orin"))["providers"] == JETSON
+    assert model.runner.providers == ["CPUExecutionProvider"]
+    out = model(photo)
+    assert out.shape == photo.shape and np.abs(out.astype(int) - photo).mean() > 0.5  # it changed the frame
+
+
+def test_an_accelerator_that_fails_to_start_falls_back_to_the_cpu(models, photo, monkeypatch, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    real = ort.InferenceSession
+
+    def no_gpu(path, opts, providers):
+        if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider" for p in providers):
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real(path, opts, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: JETSON)
+    monkeypatch.setattr(ort, "InferenceSession", no_gpu)
+    with pytest.warns(UserWarning, match="no CUDA-capable device.*running on the CPU"):
+        model = Deblurrer.load(models["unsharp_onnx"], providers=JETSON)
+    reference = Deblurrer.load(models["unsharp"])
+    np.testing.assert_allclose(model(photo.astype(np.float32) / 255), reference(photo.astype(np.float32) / 255), atol=1e-5)
+    corrupt = tmp_path / "truncated.onnx"
+    corrupt.write_bytes(models["unsharp_onnx"].read_bytes()[:200])
+    with pytest.raises(ModelError, match="not a valid ONNX model"):  # a bad file is still a bad file
+        Deblurrer.load(corrupt, providers=JETSON)
 
 
 def test_shapes_and_dtypes_round_trip(models, photo):

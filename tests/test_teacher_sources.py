@@ -23,7 +23,8 @@ pytestmark = pytest.mark.convert
 
 import keras  # noqa: E402
 
-from converters.distill import VALUE_RANGES, _onnx_macs, detect_value_range, load_teacher_source  # noqa: E402
+from converters.distill import (  # noqa: E402
+    PROBE_HW, VALUE_RANGES, Tensor, _onnx_bottleneck, _onnx_macs, bottleneck, detect_value_range, load_teacher_source)
 from converters.teacher import build_teacher  # noqa: E402
 from edge_deblur.cli import main  # noqa: E402
 from edge_deblur.errors import ModelError  # noqa: E402
@@ -151,12 +152,37 @@ def test_bundled_teacher(bundled, crops, expected):
 def test_bundled_onnx_export_as_teacher(bundled, crops, expected):
     teacher = load_teacher_source(TEACHER_ONNX)
     assert (teacher.kind, teacher.layout, teacher.value_range) == ("onnx", "NHWC", "0-1")
-    assert teacher.predict_features is None
     assert teacher.multiple == 8  # from the sidecar teacher.json next to it
     out = teacher.predict(crops)
     assert out.shape == crops.shape
     # The same float32 maths in onnxruntime and TensorFlow: measured 3e-7 apart, 300x under 1e-4.
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_onnx_teacher_gives_the_same_hint_features_as_keras(bundled, crops):
+    """The export keeps its convolutions in NCHW inside (tf2onnx): the bottleneck is found by shape
+    inference (the last residual addition at 1/8), turned back to NHWC and equals the Keras
+    teacher's ``middle_3_res2`` output (measured 1.6e-6 apart)."""
+    import onnx
+
+    name, perm = _onnx_bottleneck(onnx.load(str(TEACHER_ONNX)), "NHWC")
+    assert "middle_3_res2" in name and perm == (0, 2, 3, 1)
+    restored, features = load_teacher_source(TEACHER_ONNX).predict_features(crops)
+    keras_restored, keras_features = bundled.predict_features(crops)
+    assert features.shape == keras_features.shape == (2, 16, 16, 128)
+    np.testing.assert_allclose(features, keras_features, atol=1e-4)
+    np.testing.assert_allclose(restored, keras_restored, atol=1e-4)
+
+
+def test_bottleneck_is_the_last_residual_addition_at_the_lowest_resolution():
+    h, w = PROBE_HW
+    t = lambda name, stride, add=False, nchw=False, c=8: Tensor(
+        name, (1, c, h // stride, w // stride) if nchw else (1, h // stride, w // stride, c), add)
+    unet = [t("enc", 2, True), t("down", 4), t("mid0", 4, True), t("mid1", 4, True), t("up", 4, c=32),
+            t("dec", 2, True), t("out", 1, True)]
+    assert bottleneck(unet, "NHWC") == ("mid1", (0, 1, 2, 3))
+    assert bottleneck([t("down", 8, nchw=True), t("up", 8, nchw=True, c=32)], "NCHW") == ("up", (0, 2, 3, 1))
+    assert bottleneck([t("conv1", 1), t("conv2", 1, True)], "NHWC") is None  # nothing to hint
 
 
 def test_onnx_teacher_macs_match_the_keras_count(bundled):
@@ -172,6 +198,7 @@ def test_onnx_teacher_macs_match_the_keras_count(bundled):
 def test_nchw_0_255_onnx_teacher(nchw_255_onnx, crops, expected):
     teacher = load_teacher_source(nchw_255_onnx)
     assert (teacher.kind, teacher.layout, teacher.value_range) == ("onnx", "NCHW", "0-255")
+    assert teacher.predict_features(crops)[1].shape == (2, 16, 16, 128)  # NHWC, whatever the model's layout
     out = teacher.predict(crops)  # NHWC [0, 1] in and out, whatever the model wants
     assert out.shape == crops.shape
     # x * 255 then * (1/255) in the graph, and back: a few float32 ulps (~1e-7) on top of the
@@ -228,6 +255,9 @@ def test_keras_teacher_wrapping_a_model_counts_its_macs(keras_minus_one_to_one, 
     _, teacher = keras_minus_one_to_one
     assert teacher.multiple == 8
     assert teacher.macs == pytest.approx(bundled.macs, rel=0.01)
+    # Its bottleneck is inside the nested model, out of reach of the outer graph: no hint, and
+    # distillation runs on the output and ground-truth losses alone.
+    assert teacher.predict_features is None
 
 
 def test_detect_value_range_recovers_each_convention():
