@@ -8,13 +8,15 @@ on a real blurred photo under each convention and keeping the one whose output s
 input (a deblurrer is a small correction of its input; a wrong range gives a wildly different image).
 
 Running the teacher costs about 7x the student (22k against 3k MACs per pixel), so its outputs and
-its bottleneck features (``bottleneck``: found in any teacher, Keras or ONNX) are computed once over a fixed set of synthesised crops
-(``make_distill_set``) and the student is trained against that cache. The loss is
+its bottleneck features (``bottleneck``: found in Keras and ONNX teachers alike) are computed once
+over a fixed set of synthesised crops (``make_distill_set``) and the student is trained against
+that cache. The loss is
 
     L = w_gt |s(x) - y| + w_out |s(x) - t(x)| + w_feat |A f_s(x) - (f_t(x) - mu) / sigma|
 
 with ``y`` the sharp crop, ``t`` the teacher, ``f_s``/``f_t`` the student's and teacher's features at
-the same resolution (the teacher's lowest, 1/8 for ours; no hint when the student has no stage there), ``A`` a 1x1 convolution that is dropped after training (FitNets' hint
+the same resolution (the teacher's lowest, 1/8 for ours; no hint term when the student has no
+stage at that resolution), ``A`` a 1x1 convolution that is dropped after training (FitNets' hint
 regressor), ``mu``/``sigma`` the teacher features' per-channel statistics over the cache.
 
 Quantization-aware fine-tuning (``TrainConfig.qat``) uses shadow weights: each step runs forward and
@@ -126,7 +128,7 @@ class Tensor:
     is_add: bool  # made by an addition: the end of a residual block
 
 
-def bottleneck(tensors: list[Tensor], layout: str) -> tuple[str, tuple[int, int, int, int]] | None:
+def bottleneck(tensors: list[Tensor]) -> tuple[str, tuple[int, int, int, int]] | None:
     """The teacher tensor to hint the student with, and the transpose that makes it NHWC.
 
     It is the deepest point of the network: among the tensors (in execution order) at the lowest
@@ -167,10 +169,13 @@ def _keras_bottleneck(model: keras.Model, layout: str):
     if not outputs:
         return None
     probe_shape = (1, *PROBE_HW, model.inputs[0].shape[-1]) if layout == "NHWC" else (1, model.inputs[0].shape[1], *PROBE_HW)
-    shapes = keras.Model(model.inputs, outputs).predict(np.zeros(probe_shape, np.float32), verbose=0, batch_size=1)
+    try:
+        shapes = keras.Model(model.inputs, outputs).predict(np.zeros(probe_shape, np.float32), verbose=0, batch_size=1)
+    except Exception:  # a fixed input size, or a stride the probe does not divide: no hint, not a failure
+        return None
     found = [Tensor(name, tuple(np.shape(a)), isinstance(model.get_layer(name), keras.layers.Add))
              for name, a in zip(tensors, shapes)]
-    return bottleneck(found, layout)
+    return bottleneck(found)
 
 
 def _keras_teacher(model: keras.Model, source: str, kind: str, fingerprint: str) -> Teacher:
@@ -227,10 +232,13 @@ def _onnx_shapes(model, layout: str, hw: tuple[int, int]):
 
 
 def _onnx_bottleneck(model, layout: str):
-    _, shapes = _onnx_shapes(model, layout, PROBE_HW)
+    try:
+        _, shapes = _onnx_shapes(model, layout, PROBE_HW)
+    except Exception:  # shape inference refuses the probe size (fixed reshapes): no hint, not a failure
+        return None
     tensors = [Tensor(out, tuple(shapes[out]), node.op_type in ("Add", "Sum")) for node in model.graph.node
                for out in node.output if out in shapes]
-    return bottleneck(tensors, layout)
+    return bottleneck(tensors)
 
 
 def _onnx_macs(path: Path, layout: str) -> int:

@@ -180,9 +180,9 @@ def test_bottleneck_is_the_last_residual_addition_at_the_lowest_resolution():
         name, (1, c, h // stride, w // stride) if nchw else (1, h // stride, w // stride, c), add)
     unet = [t("enc", 2, True), t("down", 4), t("mid0", 4, True), t("mid1", 4, True), t("up", 4, c=32),
             t("dec", 2, True), t("out", 1, True)]
-    assert bottleneck(unet, "NHWC") == ("mid1", (0, 1, 2, 3))
-    assert bottleneck([t("down", 8, nchw=True), t("up", 8, nchw=True, c=32)], "NCHW") == ("up", (0, 2, 3, 1))
-    assert bottleneck([t("conv1", 1), t("conv2", 1, True)], "NHWC") is None  # nothing to hint
+    assert bottleneck(unet) == ("mid1", (0, 1, 2, 3))
+    assert bottleneck([t("down", 8, nchw=True), t("up", 8, nchw=True, c=32)]) == ("up", (0, 2, 3, 1))
+    assert bottleneck([t("conv1", 1), t("conv2", 1, True)]) is None  # nothing to hint
 
 
 def test_onnx_teacher_macs_match_the_keras_count(bundled):
