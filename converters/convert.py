@@ -191,9 +191,8 @@ class Conversion:
 
         c = self.config
         path = self.work / "distill_set.npz"
-        fp = _fingerprint("data-v1", self.teacher.fingerprint, c.crops, c.crop, c.seed,
-                          # ONNX teachers have given bottleneck features since data-v1: their older sets had none
-                          *(["onnx-features"] if self.teacher.kind == "onnx" and self.teacher.predict_features else []))
+        fp = _fingerprint("data-v2", self.teacher.fingerprint, c.crops, c.crop, c.seed,
+                          self.teacher.predict_features is not None)  # whether the set holds hint features
 
         def body():
             make_distill_set(self.teacher, c.crops, c.crop, c.seed, path, log=_log)

@@ -200,13 +200,12 @@ class _OnnxRuntime:
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             if len(plan) == 1:
                 raise ModelError(f"{path}: not a valid ONNX model: {e}") from e
-            # An accelerator that is listed but cannot start (missing CUDA libraries, no GPU
-            # memory) must not stop a camera: run on the CPU and say so.
-            warnings.warn(f"{path}: {', '.join(p for p, _ in plan[:-1])} failed to start ({e}); running on the CPU")
-            try:
+            try:  # the file, or an accelerator that cannot start (missing CUDA libraries, no GPU memory)?
                 self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             except Exception as e2:
                 raise ModelError(f"{path}: not a valid ONNX model: {e2}") from e2
+            # The accelerator: that must not stop a camera; run on the CPU and say so.
+            warnings.warn(f"{path}: {', '.join(p for p, _ in plan[:-1])} failed to start ({e}); running on the CPU")
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"{path}: model has {len(ins)} inputs and {len(outs)} outputs; expected one image in and one image out")
