@@ -57,7 +57,10 @@ class ConvertConfig:
     qat_steps: int = 1000
     qat_threshold_db: float = 0.3
     batch_size: int = 16
+    # Distillation's peak. 5e-3 distils faster and 48,000 steps at 5e-3 made a better float student,
+    # but its INT8 model lost more to quantization and ended no better (docs/BENCHMARKS.md).
     learning_rate: float = 2e-3
+    finetune_learning_rate: float = 1e-3  # after pruning; quantization-aware fine-tuning runs at a fifth of it
     gt_weight: float = 1.0  # L1 to the sharp crop
     output_weight: float = 1.0  # L1 to the teacher's output
     feature_weight: float = 0.1  # L1 of the hint regressor to the teacher's normalised bottleneck
@@ -67,6 +70,7 @@ class ConvertConfig:
     eval_crop: int = 256
     timing_rounds: int = 15
     quick: bool = False
+    reuse: str = ""  # another conversion's output folder: its steps with the same fingerprint are taken, not rerun
 
     @classmethod
     def quick_config(cls, **overrides) -> ConvertConfig:
@@ -95,6 +99,20 @@ def _file_entry(path: Path, relative_to: Path) -> dict:
 def _atomic_copy(src: Path, dst: Path) -> None:
     with AtomicFile(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+# The steps ``--reuse`` may take, with their artefact under work/: the ones that depend only on the
+# teacher and the unpruned student, never on the target's budget or the output folder.
+REUSABLE_STEPS = {"data": "distill_set.npz", "distill": "distill"}
+
+
+def _link_or_copy(src, dst) -> None:
+    dst = Path(dst)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        _atomic_copy(Path(src), dst)
 
 
 def _write_json(path: Path, data) -> None:
@@ -131,6 +149,8 @@ class Conversion:
 
         if config.target not in available_targets():
             raise ModelError(f"unknown target {config.target!r} (available: {', '.join(available_targets())})")
+        if config.reuse and not (Path(config.reuse) / "work" / "steps.json").is_file():
+            raise ModelError(f"--reuse {config.reuse}: not a conversion's output folder (no work/steps.json in it)")
         self.config = config
         self.target = load_target(config.target)
         self.out = config.out_dir
@@ -160,12 +180,39 @@ class Conversion:
         if record is not None:
             _log(f"[{step}] done earlier ({record['seconds']:.0f} s), kept")
             return record
+        record = self.take_step(step, fingerprint)
+        if record is not None:
+            return record
         _log(f"[{step}] ...")
         started = time.monotonic()
         summary = body()
         record = self.steps.record(step, fingerprint, time.monotonic() - started, **summary)
         _log(f"[{step}] done in {record['seconds']:.0f} s")
         return record
+
+    def take_step(self, step: str, fingerprint: str) -> dict | None:
+        """The step's record and artefacts from the ``reuse`` conversion when it ran this very step
+        (same fingerprint: same teacher, data, architecture and settings), or None. The data and the
+        distillation depend only on the teacher and the unpruned student, so targets that share a
+        base student share them (rpi4 takes rpi5's). Files are hard-linked where the file system
+        allows: the distillation set is gigabytes."""
+        if not self.config.reuse or step not in REUSABLE_STEPS:
+            return None
+        other = Path(self.config.reuse) / "work"
+        record = Steps.open(other / "steps.json").done(step, fingerprint)
+        artefact = REUSABLE_STEPS[step]
+        if record is None or not (other / artefact).exists():
+            return None
+        target = self.work / artefact
+        if target.is_dir():
+            shutil.rmtree(target)
+        if (other / artefact).is_dir():
+            shutil.copytree(other / artefact, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(other / artefact, target)
+        _log(f"[{step}] taken from {other} (same fingerprint)")
+        return self.steps.record(step, fingerprint, record["seconds"],
+                                 **{k: v for k, v in record.items() if k not in ("fingerprint", "seconds")})
 
     # -- the steps ------------------------------------------------------------------------------
 
@@ -225,6 +272,12 @@ class Conversion:
             shutil.rmtree(folder)  # a checkpoint of another configuration must not be resumed
         self.run_step(step, fp, body)
         return fp, folder / "student.weights.h5"
+
+    def distill(self, fp: str, data_path: Path) -> tuple[str, Path]:
+        """Train the target's unpruned student (``converters.student.STUDENTS``) on the distillation set."""
+        spec = self.base_spec()
+        return self.train("distill", _fingerprint(fp, asdict(spec)), spec.build,
+                          self.train_config(self.config.distill_steps), data_path)
 
     def prune(self, fp: str, distilled: Path) -> tuple[str, Path, dict]:
         from converters.prune import channel_importance, choose_widths, prune_student
@@ -312,14 +365,12 @@ class Conversion:
     def run(self) -> dict:
         c = self.config
         started = time.monotonic()
-        spec = self.base_spec()
         fp, data_path = self.data()
-        fp, distilled = self.train("distill", _fingerprint(fp, asdict(spec)), spec.build,
-                                   self.train_config(c.distill_steps), data_path)
+        fp, distilled = self.distill(fp, data_path)
         fp, pruned, prune_record = self.prune(fp, distilled)
         widths = tuple(prune_record["widths"])
         fp, tuned = self.train("finetune", fp, lambda: self.student(widths, pruned),
-                               self.train_config(c.finetune_steps, learning_rate=c.learning_rate / 2, warmup=10,
+                               self.train_config(c.finetune_steps, learning_rate=c.finetune_learning_rate, warmup=10,
                                                  pixel_loss=c.finetune_loss, augment=c.finetune_augment,
                                                  feature_weight=0.0),
                                data_path)
@@ -331,7 +382,7 @@ class Conversion:
                 _log(f"PTQ loses {ptq['float_psnr'] - ptq['int8_psnr']:.2f} dB (> {c.qat_threshold_db}): "
                      "quantization-aware fine-tuning")
                 fp, final = self.train("qat", fp_q, lambda: self.student(widths, tuned),
-                                       self.train_config(c.qat_steps, learning_rate=c.learning_rate / 10, warmup=5,
+                                       self.train_config(c.qat_steps, learning_rate=c.finetune_learning_rate / 5, warmup=5,
                                                          qat=True), data_path)
                 fp_q, qat = self.quantize("qat_ptq", fp, final, widths)
                 if qat["int8_psnr"] > ptq["int8_psnr"]:
@@ -544,7 +595,8 @@ def convert(config: ConvertConfig) -> dict:
 
 def config_from_args(args) -> ConvertConfig:
     overrides = {k: v for k, v in {"distill_steps": args.distill_steps, "finetune_steps": args.finetune_steps,
-                                   "crops": args.crops}.items() if v is not None}
+                                   "crops": args.crops, "learning_rate": args.learning_rate,
+                                   "reuse": args.reuse}.items() if v is not None}
     base = dict(teacher=args.teacher, target=args.target, out=args.out, seed=args.seed, **overrides)
     return ConvertConfig.quick_config(**base) if args.quick else ConvertConfig(**base)
 

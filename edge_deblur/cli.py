@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distill-steps", type=int, help="training steps before pruning")
     p.add_argument("--finetune-steps", type=int, help="training steps after pruning")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate of the distillation (default 0.002)")
+    p.add_argument("--reuse", metavar="DIR", help="another conversion's output folder: take its data and "
+                   "distillation when they were made with the same teacher, student and settings")
     p.add_argument("--crops", type=int, help="size of the distillation set (crops run through the teacher)")
     p.set_defaults(func=cmd_convert)
 

@@ -122,6 +122,42 @@ def test_changed_settings_redo_only_what_depends_on_them(quick, tmp_path, capsys
     assert json.loads((out / "work" / "steps.json").read_text())["finetune"]["steps"] == 25
 
 
+def test_another_target_reuses_the_same_data_and_distillation(quick, tmp_path, capsys):
+    """rpi4 starts from the same unpruned student as rpi5: ``--reuse`` takes rpi5's data and
+    distillation (hard links, not copies) and runs only the target's own steps."""
+    capsys.readouterr()
+    out = tmp_path / "rpi4"
+    assert main(["convert", "--target", "rpi4", "--quick", "-o", str(out), "--reuse", str(quick)]) == 0
+    err = capsys.readouterr().err
+    assert "[data] taken from" in err and "[distill] taken from" in err
+    assert "[prune] taken from" not in err and "[finetune] taken from" not in err  # another budget
+    mine, theirs = json.loads((out / "work" / "steps.json").read_text()), json.loads((quick / "work" / "steps.json").read_text())
+    assert {k: mine[k] for k in ("data", "distill")} == {k: theirs[k] for k in ("data", "distill")}
+    for path in ("distill_set.npz", "distill/student.weights.h5"):
+        assert (out / "work" / path).samefile(quick / "work" / path)
+    assert _card(out)["target"]["name"] == "rpi4"
+
+
+def test_reuse_of_a_folder_that_is_no_conversion_is_refused(tmp_path, capsys):
+    out = tmp_path / "rpi4"
+    assert main(["convert", "--target", "rpi4", "--quick", "-o", str(out), "--reuse", str(tmp_path / "rpi55")]) == 2
+    assert "not a conversion's output folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_reuse_takes_nothing_made_with_other_settings(quick, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "other"
+    config = ConvertConfig.quick_config(target="rpi5", out=str(out), learning_rate=1e-3, reuse=str(quick))
+    conversion = Conversion(config)
+    fp, data_path = conversion.data()
+    assert "[data] taken from" in capsys.readouterr().err  # the data does not depend on the learning rate
+    conversion.distill(fp, data_path)
+    err = capsys.readouterr().err
+    assert "[distill] taken from" not in err and "[distill] done in" in err
+    assert not (out / "work" / "distill" / "student.weights.h5").samefile(quick / "work" / "distill" / "student.weights.h5")
+
+
 def test_ptq_loss_above_threshold_runs_qat(quick, tmp_path):
     out = tmp_path / "qat"
     shutil.copytree(quick, out)
