@@ -16,6 +16,9 @@ stopped (training steps also checkpoint inside themselves):
     validate  PSNR/SSIM on held-out photos with held-out kernels, INT8 against float, MACs, size,
               latency here and expected on the target (MobileNetV2 side by side)
     report    model_card.json, report.md, report.html, quality_latency.svg
+
+``--reuse DIR`` takes ``data`` and ``distill`` from another conversion that ran them with the same
+fingerprint (``Conversion.take_step``), so targets sharing an unpruned student distil it once.
 """
 
 from __future__ import annotations
