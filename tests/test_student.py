@@ -4,6 +4,7 @@ MobileNetV2 yardstick (converters.reference, benchmarks/expected_latency.py)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,38 @@ def test_mobilenet_v2_reference_builds_runs_and_scales(int8_student, capsys):
     assert result["expected_ms"]["rpi5"] == pytest.approx(here["student"] * rpi5 / here["mobilenet_v2"])
     table = capsys.readouterr().out
     assert "| rpi5 | int8 |" in table and "| jetson-orin | fp16 |" in table
+
+
+def _student_variants_script():
+    spec = importlib.util.spec_from_file_location("student_variants", ROOT / "benchmarks" / "student_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_student_variants_benchmark_starts_from_the_shipped_family():
+    """The variant sweep's baseline is the rpi5 student itself (same layers, same arithmetic), and
+    each variant changes only what it says: its MACs differ from the baseline's by its own layers."""
+    variants = _student_variants_script()
+    shipped = build_student((16, 32, 64), (0, 1, 2), 2)
+    base = variants.build(variants.BASE)
+    assert [layer.name for layer in base.layers if layer.weights] == [layer.name for layer in shipped.layers if layer.weights]
+    rng = np.random.default_rng(0)
+    for layer in shipped.layers:
+        if layer.weights:
+            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()])
+            base.get_layer(layer.name).set_weights(layer.get_weights())
+    x = rng.uniform(0, 1, (1, 64, 96, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(base(x)), np.asarray(shipped(x)), atol=1e-6)
+
+    h, w = 480, 640
+    base_macs = count_macs(base, h, w)
+    # a 3x3 head: 12 x 16 x (9 - 1) more MACs per half-resolution pixel; a full-resolution refinement
+    # of 8 channels: 3x3x3x8 + 3x3x8x3 per pixel
+    assert count_macs(variants.build(variants.VARIANTS["head3x3"]), h, w) - base_macs == 12 * 16 * 8 * (h // 2) * (w // 2)
+    assert count_macs(variants.build(variants.VARIANTS["fullres-refine8"]), h, w) - base_macs == 2 * 9 * 3 * 8 * h * w
+    for name, variant in variants.VARIANTS.items():
+        model = variants.build(variant)
+        if not variant.tail:  # zero-initialised last layers: every such variant starts as the identity
+            np.testing.assert_allclose(np.asarray(model(x)), x, atol=1e-6, err_msg=name)
