@@ -39,6 +39,7 @@ class Variant:
     0 adds, after the global residual, a full-resolution 3x3 convolution to that many channels and
     a 3x3 back to RGB (a second residual); ``full_features`` > 0 makes the head unfold that many
     feature channels to full resolution and a 3x3 convolution there makes the correction;
+    ``head_depthwise`` puts a linear depthwise 3x3 before the head (a separable 3x3 head);
     ``tail`` > 0 is ``refine`` applied to the correction concatenated with the image, before the
     residual (it needs CONCATENATION, outside DESIGN.md's ops, so it is timed by ``refine``)."""
 
@@ -50,12 +51,14 @@ class Variant:
     refine: int = 0
     full_features: int = 0
     tail: int = 0
+    head_depthwise: bool = False
 
 
 BASE = Variant()  # the rpi5 student before pruning
 VARIANTS = {
     "base": BASE,
     "head3x3": replace(BASE, head=3),
+    "head-depthwise3x3": replace(BASE, head_depthwise=True),
     "stem4x4-head3x3": replace(BASE, stem=4, head=3),
     "blocks112": replace(BASE, blocks=(1, 1, 2)),
     "blocks112-head3x3": replace(BASE, blocks=(1, 1, 2), head=3),
@@ -105,6 +108,8 @@ def _head(v: Variant, x, image):
         correction = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros",
                                    name="head_correction")(DepthToSpaceOp(2, name="head_shuffle")(f))
         return layers.Add(name="head")([image, correction])
+    if v.head_depthwise:  # linear: with the 1x1 after it, a separable 3x3 head
+        x = layers.DepthwiseConv2D(3, padding="same", name="head_depthwise")(x)
     init = "glorot_uniform" if v.tail else "zeros"  # a zero correction would starve the tail of gradient
     correction = layers.Conv2D(12, v.head, padding="same", kernel_initializer=init, name="head_correction")(x)
     correction = DepthToSpaceOp(2, name="head_shuffle")(correction)
