@@ -6,12 +6,12 @@ Quality is a proxy, not the shipped chain: ``--steps`` distillation steps (``Tra
 defaults: L1 to ground truth and teacher, hint at the bottleneck, peak learning rate 2e-3) of the
 unpruned variant on an existing distillation set, then PSNR on 96 validation crops (128x128, 16 from
 each of the 6 validation photos, training-distribution kernels, seed 4321). Latency is each variant
-at the pruned rpi5 widths (16, 16, 48) with random weights, quantized to full INT8 and timed side by
-side with MobileNetV2-224 INT8 on the same interpreter (medians of 15 interleaved rounds), as
-``edge-deblur convert`` times its students.
+at the pruned rpi5 widths (16, 16, 48), or others (``--widths``), with random weights, quantized to
+full INT8 and timed side by side with MobileNetV2-224 INT8 on the same interpreter (medians of 15
+interleaved rounds), as ``edge-deblur convert`` times its students.
 
     python benchmarks/student_variants.py quality VARIANT [--steps 2000] [--data build/rpi5/work/distill_set.npz]
-    python benchmarks/student_variants.py latency VARIANT [VARIANT ...] [--threads 2]
+    python benchmarks/student_variants.py latency VARIANT [VARIANT ...] [--threads 2] [--widths 16,16,48]
 
 Results: docs/BENCHMARKS.md, issue 4 section.
 """
@@ -40,6 +40,7 @@ class Variant:
     a 3x3 back to RGB (a second residual); ``full_features`` > 0 makes the head unfold that many
     feature channels to full resolution and a 3x3 convolution there makes the correction;
     ``head_depthwise`` puts a linear depthwise 3x3 before the head (a separable 3x3 head);
+    ``folded_stem`` writes the stem as LiteRT export does (``converters.student.litert_student``);
     ``tail`` > 0 is ``refine`` applied to the correction concatenated with the image, before the
     residual (it needs CONCATENATION, outside DESIGN.md's ops, so it is timed by ``refine``)."""
 
@@ -52,11 +53,13 @@ class Variant:
     full_features: int = 0
     tail: int = 0
     head_depthwise: bool = False
+    folded_stem: bool = False
 
 
 BASE = Variant()  # the rpi5 student before pruning
 VARIANTS = {
     "base": BASE,
+    "base-folded-stem": replace(BASE, folded_stem=True),
     "head3x3": replace(BASE, head=3),
     "head-depthwise3x3": replace(BASE, head_depthwise=True),
     "stem4x4-head3x3": replace(BASE, stem=4, head=3),
@@ -87,6 +90,8 @@ def build(v: Variant):
             for b in range(v.blocks[0]):
                 x = S.inverted_residual(x, f"enc1_block{b}")
             values[stage] = layers.Identity(name=stage)(x)
+        elif stage == "enc1" and v.folded_stem:
+            values[stage] = S._stage(stage, inputs, v.widths, v.blocks, v.middle, folded_stem=True)
         elif stage == "head":
             values[stage] = _head(v, *inputs)
         else:
@@ -133,7 +138,7 @@ def quality(name: str, steps: int, data_path: Path) -> dict:
             "psnr": round(_psnr(out, sharp), 3), "blurred_psnr": round(_psnr(blurred, sharp), 3)}
 
 
-def latency(names: list[str], threads: int) -> dict:
+def latency(names: list[str], threads: int, widths: tuple[int, ...] = (16, 16, 48)) -> dict:
     from converters.quantize import quantize_int8, representative_crops, tflite_ops
     from converters.reference import mobilenet_v2_tflite, time_side_by_side
     from converters.teacher import count_macs
@@ -143,7 +148,7 @@ def latency(names: list[str], threads: int) -> dict:
     models, macs = {"MobileNetV2-224 INT8": (mobilenet_v2_tflite(), None)}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            model = build(replace(VARIANTS[name], widths=(16, 16, 48) + VARIANTS[name].widths[3:]))
+            model = build(replace(VARIANTS[name], widths=widths + VARIANTS[name].widths[3:]))
             for layer in model.layers:  # random weights: a zero-initialised layer would calibrate to nothing
                 if layer.weights:
                     layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()])
@@ -152,7 +157,7 @@ def latency(names: list[str], threads: int) -> dict:
             print(name, f"{macs[name] / 1e6:.0f}M MACs", tflite_ops(path), flush=True)
             models[name] = (path, (1, 480, 640, 3))
         timed = time_side_by_side(models, threads=threads, rounds=15)
-    return {"threads": threads, "medians_ms": timed.medians_ms, "macs": macs}
+    return {"threads": threads, "widths": widths, "medians_ms": timed.medians_ms, "macs": macs}
 
 
 def main() -> None:
@@ -165,13 +170,14 @@ def main() -> None:
     t = sub.add_parser("latency")
     t.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--widths", default="16,16,48", help="the first three levels' widths (rpi5's pruned ones)")
     args = parser.parse_args()
     if args.what == "quality":
         if not args.data.is_file():
             parser.error(f"{args.data}: no distillation set; `edge-deblur convert --target rpi5` makes one")
         print(json.dumps(quality(args.variant, args.steps, args.data)))
     else:
-        print(json.dumps(latency(args.variants, args.threads)))
+        print(json.dumps(latency(args.variants, args.threads, tuple(int(w) for w in args.widths.split(",")))))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 from edge_deblur.errors import ModelError
 from edge_deblur.images import AtomicFile
 
-XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "QUANTIZE", "DEQUANTIZE"}
+XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "QUANTIZE", "DEQUANTIZE"}
 GAIN_KEPT = 0.9  # DESIGN.md: the student keeps 90% of the teacher's PSNR gain
 MAC_REDUCTION = 10.0  # ... with at least 10x fewer MACs than the teacher
 
@@ -321,12 +321,13 @@ class Conversion:
         """INT8 PTQ of the student and its float twin; PSNR of both on validation crops."""
         from converters.export import export_tflite
         from converters.quantize import quantize_int8, representative_crops
+        from converters.student import litert_student
 
         folder = self.work / step
-        fp = _fingerprint(step, fp, self.config.calibration)
+        fp = _fingerprint(step, "folded-stem", fp, self.config.calibration)
 
         def body():
-            model = self.student(widths, model_weights)
+            model = litert_student(self.student(widths, model_weights))
             quantize_int8(model, representative_crops(count=self.config.calibration, crop=256, seed=self.config.seed + 5),
                           folder / "int8.tflite")
             export_tflite(model, folder / "float.tflite")
@@ -340,7 +341,7 @@ class Conversion:
         """The deliverables in ``out``: INT8 .tflite and float twin (LiteRT targets), .onnx
         (onnxruntime targets) and the runtime's sidecar."""
         from converters.export import export_onnx, export_tflite
-        from converters.student import multiple_of
+        from converters.student import litert_student, multiple_of
 
         model = self.student(widths, weights)
         files = {}
@@ -350,7 +351,7 @@ class Conversion:
             _atomic_copy(int8_dir / "int8.tflite", files["int8_tflite"])
             _atomic_copy(int8_dir / "float.tflite", files["float_tflite"])
         else:
-            files["float_tflite"] = export_tflite(model, self.out / f"{self.name}-float.tflite")
+            files["float_tflite"] = export_tflite(litert_student(model), self.out / f"{self.name}-float.tflite")
         if self.target.runtime == "onnxruntime":
             files["onnx"] = export_onnx(model, self.out / f"{self.name}.onnx")
         spec = self.base_spec()

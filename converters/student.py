@@ -1,15 +1,18 @@
 """The student family: small U-shaped deblurring networks built for XNNPACK's INT8 kernels.
 
 Every op maps onto an XNNPACK quantized kernel: 1x1 convolutions, 3x3 depthwise convolutions,
-2x2 stride-2 convolutions going down, ReLU6 fused into them, additions, and 1x1 convolution +
-depth-to-space going up. There is no normalisation, no global pooling and no attention, so a
+2x2 stride-2 convolutions going down (space-to-depth + 1x1 at the stem), ReLU6 fused into them,
+additions, and 1x1 convolution + depth-to-space going up. There is no normalisation, no global pooling and no attention, so a
 pixel's output depends only on its neighbourhood and tiles agree with whole frames. Channel
 counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16 channels).
 
 Nothing but the stem and the head touches full resolution: the stem folds each 2x2 pixel block
 into ``widths[0]`` channels (a learned space-to-depth) and the head unfolds 12 channels back into
 a 2x2 block of RGB corrections. Full-resolution element-wise work is what INT8 speeds up least
-(DESIGN.md), and it is where a U-Net at 640x480 spends most of its MACs.
+(DESIGN.md), and it is where a U-Net at 640x480 spends most of its MACs. For LiteRT the stem is
+written as what it is, SPACE_TO_DEPTH and a 1x1 convolution (``litert_student``): the same
+arithmetic, which XNNPACK's INT8 kernels run faster than a 2x2 stride-2 convolution reading 3
+channels.
 
 The network is a sequence of named stages, so any stage boundary can be cut for partitioned
 execution (``stage_models``)::
@@ -49,6 +52,38 @@ class DepthToSpaceOp(DepthToSpace):
         import tensorflow as tf
 
         return tf.nn.depth_to_space(x, self.block)
+
+
+@keras.saving.register_keras_serializable(package="edge_deblur")
+class SpaceToDepthOp(layers.Layer):
+    """``tf.nn.space_to_depth``: (H, W, C) to (H/r, W/r, r*r*C), channels in (row, column, channel)
+    order within each r x r block; TFLite's single SPACE_TO_DEPTH op, which XNNPACK runs in INT8."""
+
+    def __init__(self, block: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.nn.space_to_depth(x, self.block)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        r = self.block
+        return (b, None if h is None else h // r, None if w is None else w // r, c * r * r)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+def stem(image, width: int, folded: bool = False):
+    """The first level's input: a 2x2 stride-2 convolution of the image to ``width`` channels with
+    ReLU6, or (``folded``) the same map as space-to-depth and a 1x1 convolution, whose kernel is
+    the 2x2 kernel reshaped (``litert_student``)."""
+    if folded:
+        return layers.Conv2D(width, 1, activation="relu6", name="enc1_stem")(SpaceToDepthOp(2, name="enc1_fold")(image))
+    return layers.Conv2D(width, 2, strides=2, activation="relu6", name="enc1_stem")(image)
 
 
 def inverted_residual(x, name: str):
@@ -97,7 +132,8 @@ def _wiring(levels: int) -> dict[str, list[str]]:
     return wiring
 
 
-def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int, ...], middle: int):
+def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int, ...], middle: int,
+           folded_stem: bool = False):
     """Build one stage's layers on ``inputs`` (as ``_wiring`` lists them); returns its output. Every
     layer is named after its stage and the stage ends in a layer named ``stage`` (an identity,
     free in TFLite, except the head's final addition), which marks the cut points."""
@@ -114,7 +150,7 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
     n = int(stage[3:])
     if stage.startswith("enc"):
         if n == 1:
-            x = layers.Conv2D(widths[0], 2, strides=2, activation="relu6", name="enc1_stem")(inputs[0])
+            x = stem(inputs[0], widths[0], folded_stem)
         else:
             x = down(inputs[0], widths[n - 1], f"{stage}_down")
     else:
@@ -127,17 +163,34 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
 
 
 def build_student(
-    widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (1, 1, 2), middle: int = 2, name: str = "student"
+    widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (1, 1, 2), middle: int = 2, name: str = "student",
+    folded_stem: bool = False,
 ) -> keras.Model:
     """The student: RGB float in [0, 1] in and out, any height and width multiple of
     ``2**(len(widths) + 1)`` (``multiple_of``; 16 for three levels). One flat functional model,
-    built stage by stage (``_stage``) in the order ``_wiring`` gives."""
+    built stage by stage (``_stage``) in the order ``_wiring`` gives. ``folded_stem``: the stem as
+    space-to-depth and a 1x1 convolution (``stem``), the form ``litert_student`` exports."""
     widths, blocks = tuple(widths), tuple(blocks)
     _validate(widths, blocks, middle)
     values = {"image": keras.Input((None, None, 3), name="image")}
     for stage, inputs in _wiring(len(widths)).items():
-        values[stage] = _stage(stage, [values[n] for n in inputs], widths, blocks, middle)
+        values[stage] = _stage(stage, [values[n] for n in inputs], widths, blocks, middle, folded_stem)
     return keras.Model(values["image"], values["head"], name=name)
+
+
+def litert_student(model: keras.Model) -> keras.Model:
+    """``model`` as it is exported to LiteRT: the same network and weights with the stem folded
+    (``stem``). A 2x2 kernel's (row, column, channel) order is space-to-depth's channel order, so
+    the 1x1 kernel is the 2x2 kernel reshaped and every output, float or INT8, is unchanged. XNNPACK
+    runs the folded stem as a plain matrix product instead of a 3-channel convolution: about 5% less
+    INT8 time for the whole Pi students at 640x480 (docs/BENCHMARKS.md)."""
+    blocks, middle = student_blocks(model)
+    folded = build_student(student_widths(model), blocks, middle, name=model.name, folded_stem=True)
+    for layer in folded.layers:
+        if layer.weights:
+            weights = model.get_layer(layer.name).get_weights()
+            layer.set_weights([w.reshape(layer_w.shape) for w, layer_w in zip(weights, layer.get_weights())])
+    return folded
 
 
 def _levels(model: keras.Model) -> int:

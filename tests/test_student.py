@@ -16,7 +16,7 @@ from converters.blur import BlurConfig, synthesize_pair  # noqa: E402
 from converters.quantize import quantize_int8, representative_crops, tflite_ops  # noqa: E402
 from converters.reference import (MOBILENET_V2_SHAPE, expected_ms, mobilenet_v2_tflite, tflite_macs,  # noqa: E402
                                   time_side_by_side)
-from converters.student import (STUDENTS, build_student, multiple_of, run_stages, stage_inputs,  # noqa: E402
+from converters.student import (STUDENTS, build_student, litert_student, multiple_of, run_stages, stage_inputs,  # noqa: E402
                                 stage_models, stage_names, student_blocks, student_macs, student_widths)
 from converters.teacher import build_teacher, count_macs  # noqa: E402
 from converters.train import TrainConfig  # noqa: E402
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.convert
 ROOT = Path(__file__).resolve().parents[1]
 # What XNNPACK's INT8 path runs as single fused kernels; anything else (QUANTIZE, DEQUANTIZE, MUL,
 # MEAN, TRANSPOSE, RESHAPE, RESIZE_*) would mean a float island, a layout shuffle or global context.
-XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE"}
+XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
 # INT8 output against the float twin: the output's own rounding step is 1/255, which alone costs
 # about 59 dB (RMSE 1/255/sqrt(12)); allowing 2.5 grey levels RMSE (40 dB) for the error carried
 # through ~30 quantized layers keeps it far below what deblurring changes (several dB).
@@ -150,6 +150,20 @@ def test_int8_model_has_only_xnnpack_int8_ops_and_free_size(int8_student):
     assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
 
 
+def test_litert_export_folds_the_stem_and_changes_no_value(student, int8_student, blurred, tmp_path):
+    """The LiteRT form of the student (stem as SPACE_TO_DEPTH + 1x1 convolution) computes the same
+    map: in float, and in INT8 after the same calibration, pixel for pixel."""
+    folded = litert_student(student)
+    assert folded.get_layer("enc1_stem").kernel.shape == (1, 1, 12, 16)
+    assert student_macs(folded) == student_macs(student)
+    np.testing.assert_allclose(np.asarray(folded(blurred[None])), np.asarray(student(blurred[None])), atol=1e-6)
+    path = quantize_int8(folded, representative_crops(count=16, crop=128), tmp_path / "folded.tflite", tile=(128, 128))
+    assert tflite_ops(path)[0] == "SPACE_TO_DEPTH" and "SPACE_TO_DEPTH" not in tflite_ops(int8_student)
+    assert tflite_macs(path, 480, 640) == tflite_macs(int8_student, 480, 640)
+    got, expected = (Deblurrer.load(p, threads=2)(np.rint(blurred * 255).astype(np.uint8)) for p in (path, int8_student))
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_int8_agrees_with_its_float_twin_on_a_real_photo(student, int8_student, blurred):
     expected = np.asarray(student(blurred[None]))[0]
     got = Deblurrer.load(int8_student, threads=2).infer(blurred)
@@ -171,7 +185,7 @@ def _expected_latency_script():
 
 def test_mobilenet_v2_reference_builds_runs_and_scales(int8_student, capsys):
     mobilenet = mobilenet_v2_tflite()  # built once, then cached under .cache/
-    assert set(tflite_ops(mobilenet)) == XNNPACK_INT8_OPS - {"DEPTH_TO_SPACE"} | {"MEAN", "FULLY_CONNECTED", "SOFTMAX"}
+    assert set(tflite_ops(mobilenet)) == XNNPACK_INT8_OPS - {"DEPTH_TO_SPACE", "SPACE_TO_DEPTH"} | {"MEAN", "FULLY_CONNECTED", "SOFTMAX"}
     assert tflite_macs(mobilenet, *MOBILENET_V2_SHAPE[1:3]) == pytest.approx(MOBILENET_V2_MACS, rel=0.01)  # as published
     timing = time_side_by_side({"mobilenet_v2": (mobilenet, MOBILENET_V2_SHAPE)}, threads=2, rounds=3, warmup=1)
     assert timing.medians_ms["mobilenet_v2"] > 0
