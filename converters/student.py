@@ -2,9 +2,10 @@
 
 Every op maps onto an XNNPACK quantized kernel: 1x1 convolutions, 3x3 depthwise convolutions,
 2x2 stride-2 convolutions going down (space-to-depth + 1x1 at the stem), ReLU6 fused into them,
-additions, and 1x1 convolution + depth-to-space going up. There is no normalisation, no global pooling and no attention, so a
-pixel's output depends only on its neighbourhood and tiles agree with whole frames. Channel
-counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16 channels).
+additions, and 1x1 convolution + depth-to-space going up. There is no normalisation, no global
+pooling and no attention, so a pixel's output depends only on its neighbourhood and tiles agree
+with whole frames. Channel counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16
+channels).
 
 Nothing but the stem and the head touches full resolution: the stem folds each 2x2 pixel block
 into ``widths[0]`` channels (a learned space-to-depth) and the head unfolds 12 channels back into
