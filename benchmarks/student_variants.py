@@ -60,6 +60,7 @@ BASE = Variant()  # the rpi5 student before pruning
 VARIANTS = {
     "base": BASE,
     "base-folded-stem": replace(BASE, folded_stem=True),
+    "blocks011-folded-stem": replace(BASE, blocks=(0, 1, 1), folded_stem=True),  # the rpi4 student
     "head3x3": replace(BASE, head=3),
     "head-depthwise3x3": replace(BASE, head_depthwise=True),
     "stem4x4-head3x3": replace(BASE, stem=4, head=3),

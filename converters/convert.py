@@ -394,8 +394,9 @@ class Conversion:
                 else:
                     final = tuned
                     _log(f"QAT did not help ({qat['int8_psnr']:.2f} <= {ptq['int8_psnr']:.2f} dB): keeping PTQ")
-            else:
+            else:  # not part of this student, though an earlier run's QAT stays cached in steps.json
                 self.steps.records.pop("qat", None)
+                self.steps.records.pop("qat_ptq", None)
         files = self.export(fp, final, widths, int8_dir)
         card = validate(self, files, widths, prune_record)
         # All steps, including those done by earlier (resumed) runs, and this run's own time.

@@ -285,7 +285,8 @@ class StudentSpec:
 # none there; 8-channel levels reach only 40% of MobileNetV2's MAC rate (16+ channels: 55-80%), so
 # pruning stops at 16 channels (``converters.prune.choose_widths``' ``min_width``).
 STUDENTS: dict[str, StudentSpec] = {
-    "rpi4": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2)),  # 784M before pruning, budget 341M
+    # The Pi 4 runs one block, not two, at 1/8 resolution: about 10% less INT8 time, which its 100 ms needs.
+    "rpi4": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 1)),  # 616M before pruning, budget 341M
     "rpi5": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2)),  # 784M before pruning, budget 455M
     "jetson-orin": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 5876M
     "x86": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 1314M

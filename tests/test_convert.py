@@ -122,20 +122,33 @@ def test_changed_settings_redo_only_what_depends_on_them(quick, tmp_path, capsys
     assert json.loads((out / "work" / "steps.json").read_text())["finetune"]["steps"] == 25
 
 
-def test_another_target_reuses_the_same_data_and_distillation(quick, tmp_path, capsys):
-    """rpi4 starts from the same unpruned student as rpi5: ``--reuse`` takes rpi5's data and
-    distillation (hard links, not copies) and runs only the target's own steps."""
+def test_reuse_takes_the_same_data_and_distillation(quick, tmp_path, capsys):
+    """Another fine-tune of the same student: ``--reuse`` takes the data and the distillation
+    (hard links, not copies) and runs only the steps whose settings differ or that it cannot take."""
+    capsys.readouterr()
+    out = tmp_path / "longer"
+    assert main(["convert", "--target", "rpi5", "--quick", "-o", str(out), "--reuse", str(quick), "--finetune-steps", "25"]) == 0
+    err = capsys.readouterr().err
+    assert "[data] taken from" in err and "[distill] taken from" in err
+    assert "[prune] taken from" not in err and "[finetune] taken from" not in err  # never taken: they name their folder
+    mine, theirs = json.loads((out / "work" / "steps.json").read_text()), json.loads((quick / "work" / "steps.json").read_text())
+    assert {k: mine[k] for k in ("data", "distill")} == {k: theirs[k] for k in ("data", "distill")}
+    assert mine["finetune"]["steps"] == 25
+    for path in ("distill_set.npz", "distill/student.weights.h5"):
+        assert (out / "work" / path).samefile(quick / "work" / path)
+
+
+def test_another_target_takes_only_what_it_shares(quick, tmp_path, capsys):
+    """rpi4 starts from another unpruned student than rpi5 (one block fewer at 1/8 resolution):
+    ``--reuse`` takes rpi5's data, the same teacher on the same crops, and distils its own student."""
     capsys.readouterr()
     out = tmp_path / "rpi4"
     assert main(["convert", "--target", "rpi4", "--quick", "-o", str(out), "--reuse", str(quick)]) == 0
     err = capsys.readouterr().err
-    assert "[data] taken from" in err and "[distill] taken from" in err
-    assert "[prune] taken from" not in err and "[finetune] taken from" not in err  # another budget
-    mine, theirs = json.loads((out / "work" / "steps.json").read_text()), json.loads((quick / "work" / "steps.json").read_text())
-    assert {k: mine[k] for k in ("data", "distill")} == {k: theirs[k] for k in ("data", "distill")}
-    for path in ("distill_set.npz", "distill/student.weights.h5"):
-        assert (out / "work" / path).samefile(quick / "work" / path)
-    assert _card(out)["target"]["name"] == "rpi4"
+    assert "[data] taken from" in err and "[distill] taken from" not in err
+    assert (out / "work" / "distill_set.npz").samefile(quick / "work" / "distill_set.npz")
+    card = _card(out)
+    assert card["target"]["name"] == "rpi4" and card["student"]["blocks"] == [0, 1, 1]
 
 
 def test_reuse_of_a_folder_that_is_no_conversion_is_refused(tmp_path, capsys):
@@ -166,6 +179,9 @@ def test_ptq_loss_above_threshold_runs_qat(quick, tmp_path):
     steps = json.loads((out / "work" / "steps.json").read_text())
     assert {"qat", "qat_ptq"} <= set(steps) and steps["qat"]["steps"] == 10
     assert "qat" in card["steps"]
+    # Run again in the same folder without needing QAT: the card no longer reports the old one.
+    card = Conversion(ConvertConfig.quick_config(target="rpi5", out=str(out))).run()
+    assert not {"qat", "qat_ptq"} & set(card["steps"])
 
 
 def test_training_checkpoints_and_resumes(tmp_path):
