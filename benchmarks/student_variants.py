@@ -42,7 +42,9 @@ class Variant:
     ``head_depthwise`` puts a linear depthwise 3x3 before the head (a separable 3x3 head);
     ``folded_stem`` writes the stem as LiteRT export does (``converters.student.litert_student``);
     ``tail`` > 0 is ``refine`` applied to the correction concatenated with the image, before the
-    residual (it needs CONCATENATION, outside DESIGN.md's ops, so it is timed by ``refine``)."""
+    residual (it needs CONCATENATION, outside DESIGN.md's ops, so it is timed by ``refine``);
+    ``attention`` is ``build_student``'s (the sweep in docs/BENCHMARKS.md ran before the students
+    had it: ``no-attention`` is its base)."""
 
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: tuple[int, ...] = (0, 1, 2)
@@ -54,11 +56,13 @@ class Variant:
     tail: int = 0
     head_depthwise: bool = False
     folded_stem: bool = False
+    attention: int = 2
 
 
 BASE = Variant()  # the rpi5 student before pruning
 VARIANTS = {
     "base": BASE,
+    "no-attention": replace(BASE, attention=0),  # the rpi5 student before channel attention
     "base-folded-stem": replace(BASE, folded_stem=True),
     "blocks011-folded-stem": replace(BASE, blocks=(0, 1, 1), folded_stem=True),  # the rpi4 student
     "head3x3": replace(BASE, head=3),
@@ -92,11 +96,11 @@ def build(v: Variant):
                 x = S.inverted_residual(x, f"enc1_block{b}")
             values[stage] = layers.Identity(name=stage)(x)
         elif stage == "enc1" and v.folded_stem:
-            values[stage] = S._stage(stage, inputs, v.widths, v.blocks, v.middle, folded_stem=True)
+            values[stage] = S._stage(stage, inputs, v.widths, v.blocks, v.middle, folded_stem=True, attention=v.attention)
         elif stage == "head":
             values[stage] = _head(v, *inputs)
         else:
-            values[stage] = S._stage(stage, inputs, v.widths, v.blocks, v.middle)
+            values[stage] = S._stage(stage, inputs, v.widths, v.blocks, v.middle, attention=v.attention)
     return keras.Model(values["image"], values["head"], name="variant")
 
 

@@ -27,7 +27,8 @@ def rows(cards: list[dict]) -> str:
         agreement = "-" if int8 is None else f"{int8['psnr_db']:.1f} PSNR, {int8['within_1lsb']:.1%} within 1 LSB"
         model = next(card["files"][k]["path"] for k in ("onnx", "int8_tflite", "float_tflite") if card["files"][k])
         lines.append(
-            f"| {card['target']['name']} | {tuple(s['widths'])} ({tuple(s['base']['widths'])}, blocks {tuple(s['blocks'])}) "
+            f"| {card['target']['name']} | {tuple(s['widths'])} ({tuple(s['base']['widths'])}, blocks {tuple(s['blocks'])}"
+            f"{', attention ' + str(s['attention']) if s.get('attention') else ''}) "
             f"| {s['macs'] / 1e6:.0f}M | {s['mac_reduction']:.1f}x fewer | `{model}` | {final['psnr']:.2f} "
             f"| +{q['student_gain_db']:.2f} | {q['gain_kept']:.0%} "
             f"| {agreement} "

@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,7 +38,8 @@ import numpy as np
 from edge_deblur.errors import ModelError
 from edge_deblur.images import AtomicFile
 
-XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "QUANTIZE", "DEQUANTIZE"}
+XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "MUL", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "QUANTIZE",
+                    "DEQUANTIZE"}
 GAIN_KEPT = 0.9  # DESIGN.md: the student keeps 90% of the teacher's PSNR gain
 MAC_REDUCTION = 10.0  # ... with at least 10x fewer MACs than the teacher
 
@@ -309,10 +310,7 @@ class Conversion:
         return fp, path, record
 
     def student(self, widths, weights: Path | None = None):
-        from converters.student import build_student
-
-        spec = self.base_spec()
-        model = build_student(tuple(widths), spec.blocks, spec.middle, name=self.name.replace("-", "_"))
+        model = replace(self.base_spec(), widths=tuple(widths)).build(self.name.replace("-", "_"))
         if weights is not None:
             model.load_weights(weights)
         return model
@@ -359,7 +357,8 @@ class Conversion:
                    "multiple": multiple_of(model), "tile": self.target.tile,
                    "precision": self.target.precision, "teacher": self.config.teacher,
                    **({"providers": list(self.target.providers)} if self.target.providers else {}),
-                   "architecture": {"widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle}}
+                   "architecture": {"widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle,
+                                    "attention": spec.attention}}
         for path in files.values():  # the float twin too: the runtime needs its stride and tile
             _write_json(path.with_suffix(".json"), sidecar)
         return files
@@ -553,8 +552,9 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
         "teacher": {"source": teacher.source, "kind": teacher.kind, "macs": teacher.macs,
                     "value_range": teacher.value_range, "layout": teacher.layout},
         "student": {"base": {"widths": list(spec.widths), "blocks": list(spec.blocks), "middle": spec.middle,
-                             "macs": prune_record["base_macs"]},
-                    "widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle, "macs": student_macs,
+                             "attention": spec.attention, "macs": prune_record["base_macs"]},
+                    "widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle,
+                    "attention": spec.attention, "macs": student_macs,
                     "params": int(conversion.student(widths).count_params()),
                     "mac_reduction": round(mac_reduction, 2) if mac_reduction else None},
         "files": {key: (_file_entry(files[key], conversion.out) if key in files else None)

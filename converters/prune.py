@@ -4,8 +4,9 @@ A student (``converters.student``) carries one residual stream per level, ``L1 .
 ``widths[n-1]`` channels: the level's stem or down convolution writes it, every inverted-residual
 block reads and adds to it, in the encoder and again in the decoder (the decoder's merge adds the
 upsampled features to the skip, so both halves share the channel set), and the next level's down
-convolution, the up convolution above and the head read it. The bottleneck has a stream of its own,
-``B``, at ``widths[-1]``. Inside each block the expanded (hidden) channels are a private group of
+convolution, the up convolution above and the head read it; a block with channel attention also
+reads the stream's channel means and rescales it, channel for channel. The bottleneck has a stream
+of its own, ``B``, at ``widths[-1]``. Inside each block the expanded (hidden) channels are a private group of
 ``EXPANSION * width``.
 
 A channel's importance is what it contributes downstream, measured on real blurred crops:
@@ -22,12 +23,12 @@ kept by the same measure.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
 
-from converters.student import EXPANSION, build_student, student_blocks, student_macs, student_widths
+from converters.student import EXPANSION, student_macs, student_spec, student_widths
 
 
 def _stream(layer: str, levels: int) -> str | None:
@@ -44,7 +45,7 @@ def _readers(model: keras.Model) -> dict[str, list[str]]:
     readers: dict[str, list[str]] = {f"L{n}": [] for n in range(1, levels + 1)} | {"B": []}
     for layer in model.layers:
         name = layer.name
-        if name.endswith("_expand"):
+        if name.endswith(("_expand", "_attention")):  # attention reads the stream's channel means
             readers[_stream(name, levels)].append(name)
         elif m := re.fullmatch(r"enc(\d+)_down", name):
             readers[f"L{int(m.group(1)) - 1}"].append(name)
@@ -99,12 +100,11 @@ def choose_widths(model: keras.Model, importance: dict[str, np.ndarray], mac_bud
     level's share counts its own stream and the bottleneck's, which share ``widths[-1]``). No level
     goes below ``min_width``: XNNPACK's INT8 kernels reach only 40% of MobileNetV2's MAC rate on
     8-channel levels (converters/student.py), so 8 fewer channels there would save MACs, not time."""
-    base = student_widths(model)
-    blocks, middle = student_blocks(model)
-    levels = len(base)
+    spec = student_spec(model)
+    base, levels = spec.widths, len(spec.widths)
 
     def macs(widths):
-        return student_macs(build_student(widths, blocks, middle))
+        return student_macs(replace(spec, widths=widths).build())
 
     def share_lost(level: int, widths: tuple[int, ...]) -> float:
         groups = [f"L{level + 1}"] + (["B"] if level == levels - 1 else [])
@@ -140,9 +140,8 @@ def _keep(importance: np.ndarray, count: int) -> np.ndarray:
 
 def prune_student(model: keras.Model, widths: tuple[int, ...], importance: dict[str, np.ndarray]) -> keras.Model:
     """A student at ``widths`` (same blocks) holding ``model``'s weights for the kept channels."""
-    base = student_widths(model)
-    blocks, middle = student_blocks(model)
-    levels = len(base)
+    spec = student_spec(model)
+    base, levels = spec.widths, len(spec.widths)
     keep = {f"L{n + 1}": _keep(importance[f"L{n + 1}"], widths[n]) for n in range(levels)}
     keep["B"] = _keep(importance["B"], widths[-1])
     hidden = {b: _keep(importance[b], EXPANSION * widths[levels - 1 if b.startswith("bottleneck") else
@@ -173,9 +172,9 @@ def prune_student(model: keras.Model, widths: tuple[int, ...], importance: dict[
         block, part = name.rsplit("_", 1)
         stream = keep[_stream(name, levels)]
         return {"expand": (stream, hidden[block]), "dw": (hidden[block], hidden[block]),
-                "project": (hidden[block], stream)}[part]
+                "project": (hidden[block], stream), "attention": (stream, stream)}[part]
 
-    pruned = build_student(widths, blocks, middle, name=model.name)
+    pruned = replace(spec, widths=tuple(widths)).build(model.name)
     for layer in pruned.layers:
         if not layer.weights:
             continue

@@ -476,6 +476,7 @@ def _model(card: dict) -> list[_Block]:
         ["widths", _ints(base.get("widths")), _ints(student.get("widths"))],
         ["blocks", _ints(base.get("blocks")), _ints(student.get("blocks"))],
         ["middle", str(base.get("middle", _DASH)), str(student.get("middle", _DASH))],
+        ["attention levels", str(base.get("attention", 0)), str(student.get("attention", 0))],
         ["MACs (640x480)", _macs(base.get("macs")), _macs(student.get("macs"))],
         ["params", _DASH, f"{params:,}" if _finite(params) else _DASH],
     ]

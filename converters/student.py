@@ -2,10 +2,14 @@
 
 Every op maps onto an XNNPACK quantized kernel: 1x1 convolutions, 3x3 depthwise convolutions,
 2x2 stride-2 convolutions going down (space-to-depth + 1x1 at the stem), ReLU6 fused into them,
-additions, and 1x1 convolution + depth-to-space going up. There is no normalisation, no global
-pooling and no attention, so a pixel's output depends only on its neighbourhood and tiles agree
-with whole frames. Channel counts are multiples of 8 (XNNPACK's INT8 micro-kernels pack 8 or 16
-channels).
+additions, and 1x1 convolution + depth-to-space going up. Channel counts are multiples of 8
+(XNNPACK's INT8 micro-kernels pack 8 or 16 channels). There is no normalisation. The one thing
+that is not local is channel attention at the lowest levels (``attention``; NAFNet's simplified
+channel attention, ``channel_attention``: MEAN, a 1x1 convolution and MUL, which XNNPACK also runs
+in INT8). A uniform blur is the same over the whole frame; the frame's channel means let every
+pixel use that, which a network of local filters cannot. Without attention a pixel's output
+depends only on its neighbourhood and tiles agree with whole frames; with it, each tile of a frame
+larger than the target's tile sees its own means, as the teacher's attention does.
 
 Nothing but the stem and the head touches full resolution: the stem folds each 2x2 pixel block
 into ``widths[0]`` channels (a learned space-to-depth) and the head unfolds 12 channels back into
@@ -87,14 +91,26 @@ def stem(image, width: int, folded: bool = False):
     return layers.Conv2D(width, 2, strides=2, activation="relu6", name="enc1_stem")(image)
 
 
-def inverted_residual(x, name: str):
+def inverted_residual(x, name: str, attention: bool = False):
     """MobileNetV2's block at the channel count of ``x``: 1x1 expand + ReLU6, depthwise 3x3 + ReLU6,
-    linear 1x1 project, plus the input: a 3x3 receptive field at about half a 3x3 convolution's MACs."""
+    linear 1x1 project, plus the input: a 3x3 receptive field at about half a 3x3 convolution's MACs.
+    With ``attention``, the sum then goes through ``channel_attention``."""
     c = x.shape[-1]
     y = layers.Conv2D(EXPANSION * c, 1, activation="relu6", name=f"{name}_expand")(x)
     y = layers.DepthwiseConv2D(3, padding="same", activation="relu6", name=f"{name}_dw")(y)
     y = layers.Conv2D(c, 1, name=f"{name}_project")(y)
-    return layers.Add(name=f"{name}_add")([x, y])
+    y = layers.Add(name=f"{name}_add")([x, y])
+    return channel_attention(y, name) if attention else y
+
+
+def channel_attention(x, name: str):
+    """NAFNet's simplified channel attention, ``x * (W mean_hw(x) + b)``: every channel rescaled by
+    a linear map of the frame's channel means (TFLite MEAN, a 1x1 convolution and MUL, all in
+    XNNPACK's INT8 kernels). The means summarise the whole frame, the blur included, which a
+    network of local filters cannot see; it starts as the identity (``W = 0``, ``b = 1``)."""
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_mean")(x)
+    s = layers.Conv2D(x.shape[-1], 1, kernel_initializer="zeros", bias_initializer="ones", name=f"{name}_attention")(s)
+    return layers.Multiply(name=f"{name}_scale")([x, s])
 
 
 def down(x, width: int, name: str):
@@ -110,13 +126,15 @@ def up(x, width: int, name: str):
     return DepthToSpaceOp(2, name=f"{name}_shuffle")(x)
 
 
-def _validate(widths: tuple[int, ...], blocks: tuple[int, ...], middle: int) -> None:
+def _validate(widths: tuple[int, ...], blocks: tuple[int, ...], middle: int, attention: int = 0) -> None:
     if len(widths) != len(blocks) or not widths:
         raise ValueError(f"widths {widths} and blocks {blocks} need the same, non-zero number of levels")
     if any(w <= 0 or w % 8 for w in widths):
         raise ValueError(f"widths must be positive multiples of 8 (XNNPACK's INT8 packing), got {widths}")
     if any(b < 0 for b in blocks) or middle < 0:
         raise ValueError(f"block counts must be >= 0, got blocks={blocks}, middle={middle}")
+    if not 0 <= attention <= len(widths) + 1:
+        raise ValueError(f"attention counts levels from the bottleneck up: 0 to {len(widths) + 1}, got {attention}")
 
 
 def _wiring(levels: int) -> dict[str, list[str]]:
@@ -133,8 +151,14 @@ def _wiring(levels: int) -> dict[str, list[str]]:
     return wiring
 
 
+def _attends(stage: str, levels: int, attention: int) -> bool:
+    """Whether ``stage``'s blocks end in channel attention: the ``attention`` lowest levels do,
+    counting the bottleneck as the lowest."""
+    return stage == "bottleneck" and attention > 0 or stage[:3] in ("enc", "dec") and int(stage[3:]) >= levels + 2 - attention
+
+
 def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int, ...], middle: int,
-           folded_stem: bool = False):
+           folded_stem: bool = False, attention: int = 0):
     """Build one stage's layers on ``inputs`` (as ``_wiring`` lists them); returns its output. Every
     layer is named after its stage and the stage ends in a layer named ``stage`` (an identity,
     free in TFLite, except the head's final addition), which marks the cut points."""
@@ -146,7 +170,7 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
     if stage == "bottleneck":
         x = down(inputs[0], widths[-1], "bottleneck_down")
         for b in range(middle):
-            x = inverted_residual(x, f"bottleneck_block{b}")
+            x = inverted_residual(x, f"bottleneck_block{b}", _attends(stage, len(widths), attention))
         return layers.Identity(name=stage)(up(x, widths[-1], "bottleneck_up"))
     n = int(stage[3:])
     if stage.startswith("enc"):
@@ -157,7 +181,7 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
     else:
         x = layers.Add(name=f"{stage}_merge")(inputs)
     for b in range(blocks[n - 1]):
-        x = inverted_residual(x, f"{stage}_block{b}")
+        x = inverted_residual(x, f"{stage}_block{b}", _attends(stage, len(widths), attention))
     if stage.startswith("dec") and n > 1:
         x = up(x, widths[n - 2], f"{stage}_up")
     return layers.Identity(name=stage)(x)
@@ -165,17 +189,19 @@ def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int,
 
 def build_student(
     widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (1, 1, 2), middle: int = 2, name: str = "student",
-    folded_stem: bool = False,
+    folded_stem: bool = False, attention: int = 0,
 ) -> keras.Model:
     """The student: RGB float in [0, 1] in and out, any height and width multiple of
     ``2**(len(widths) + 1)`` (``multiple_of``; 16 for three levels). One flat functional model,
     built stage by stage (``_stage``) in the order ``_wiring`` gives. ``folded_stem``: the stem as
-    space-to-depth and a 1x1 convolution (``stem``), the form ``litert_student`` exports."""
+    space-to-depth and a 1x1 convolution (``stem``), the form ``litert_student`` exports.
+    ``attention``: the blocks of that many of the lowest levels (the bottleneck first) end in
+    ``channel_attention``."""
     widths, blocks = tuple(widths), tuple(blocks)
-    _validate(widths, blocks, middle)
+    _validate(widths, blocks, middle, attention)
     values = {"image": keras.Input((None, None, 3), name="image")}
     for stage, inputs in _wiring(len(widths)).items():
-        values[stage] = _stage(stage, [values[n] for n in inputs], widths, blocks, middle, folded_stem)
+        values[stage] = _stage(stage, [values[n] for n in inputs], widths, blocks, middle, folded_stem, attention)
     return keras.Model(values["image"], values["head"], name=name)
 
 
@@ -185,8 +211,7 @@ def litert_student(model: keras.Model) -> keras.Model:
     the 1x1 kernel is the 2x2 kernel reshaped and every output, float or INT8, is unchanged. XNNPACK
     runs the folded stem as a plain matrix product instead of a 3-channel convolution: about 5% less
     INT8 time for the whole Pi students at 640x480 (docs/BENCHMARKS.md)."""
-    blocks, middle = student_blocks(model)
-    folded = build_student(student_widths(model), blocks, middle, name=model.name, folded_stem=True)
+    folded = student_spec(model).build(model.name, folded_stem=True)
     for layer in folded.layers:
         if layer.weights:
             weights = model.get_layer(layer.name).get_weights()
@@ -218,13 +243,13 @@ def stage_models(model: keras.Model) -> dict[str, keras.Model]:
     The stages are rebuilt on fresh inputs rather than cut out of ``model``'s graph: Keras models
     whose inputs are another model's intermediate tensors cannot be serialised (nor, afterwards,
     can the model they were cut from)."""
-    widths = student_widths(model)
-    blocks, middle = student_blocks(model)
+    spec = student_spec(model)
     channels = {"image": 3, **{stage: int(model.get_layer(stage).output.shape[-1]) for stage in stage_names(model)}}
     stages = {}
     for stage, producers in stage_inputs(model).items():
         inputs = [keras.Input((None, None, channels[p]), name=f"{stage}_{p}") for p in producers]
-        stages[stage] = keras.Model(inputs, _stage(stage, inputs, widths, blocks, middle), name=stage)
+        stages[stage] = keras.Model(inputs, _stage(stage, inputs, spec.widths, spec.blocks, spec.middle,
+                                                   attention=spec.attention), name=stage)
         for layer in stages[stage].layers:
             if layer.weights:
                 layer.set_weights(model.get_layer(layer.name).get_weights())
@@ -254,6 +279,20 @@ def student_blocks(model: keras.Model) -> tuple[tuple[int, ...], int]:
     return tuple(count(f"enc{n}") for n in range(1, _levels(model) + 1)), count("bottleneck")
 
 
+def student_attention(model: keras.Model) -> int:
+    """``build_student``'s ``attention``, read from the layer names (0 without channel attention)."""
+    levels = _levels(model)
+    attending = {m.group(1) for layer in model.layers if (m := re.fullmatch(r"(\w+?)_block\d+_attention", layer.name))}
+    lowest = min((int(s[3:]) for s in attending if s != "bottleneck"), default=levels + 1)
+    return levels + 2 - lowest if lowest <= levels else int("bottleneck" in attending)
+
+
+def student_spec(model: keras.Model) -> "StudentSpec":
+    """The architecture of a student (pruned or not), read from the model, to rebuild it."""
+    blocks, middle = student_blocks(model)
+    return StudentSpec(student_widths(model), blocks, middle, student_attention(model))
+
+
 def multiple_of(model: keras.Model) -> int:
     """Input height and width must be multiples of this: 2 per stride-2 convolution (the stem, the
     levels below it and the bottleneck)."""
@@ -272,9 +311,11 @@ class StudentSpec:
     widths: tuple[int, ...]
     blocks: tuple[int, ...] = (1, 1, 2)
     middle: int = 2
+    attention: int = 0
 
-    def build(self, name: str = "student") -> keras.Model:
-        return build_student(self.widths, self.blocks, self.middle, name=name)
+    def build(self, name: str = "student", folded_stem: bool = False) -> keras.Model:
+        return build_student(self.widths, self.blocks, self.middle, name=name, folded_stem=folded_stem,
+                             attention=self.attention)
 
 
 # Per-target starting points for ``edge-deblur convert``: the unpruned students that distillation
@@ -287,7 +328,7 @@ class StudentSpec:
 STUDENTS: dict[str, StudentSpec] = {
     # The Pi 4 runs one block, not two, at 1/8 resolution: about 10% less INT8 time, which its 100 ms needs.
     "rpi4": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 1)),  # 616M before pruning, budget 341M
-    "rpi5": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2)),  # 784M before pruning, budget 455M
+    "rpi5": StudentSpec(widths=(16, 32, 64), blocks=(0, 1, 2), attention=2),  # 784M before pruning, budget 455M
     "jetson-orin": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 5876M
     "x86": StudentSpec(widths=(16, 32, 64)),  # 986M: pruned to the teacher rule (678M), budget 1314M
 }

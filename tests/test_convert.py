@@ -23,7 +23,7 @@ from converters.convert import XNNPACK_INT8_OPS, Conversion, ConvertConfig  # no
 from converters.distill import TrainConfig, train_student  # noqa: E402
 from converters.prune import channel_importance, choose_widths, prune_student  # noqa: E402
 from converters.quantize import tflite_ops  # noqa: E402
-from converters.student import build_student, student_macs, student_widths  # noqa: E402
+from converters.student import build_student, student_macs, student_spec, student_widths  # noqa: E402
 from edge_deblur import Deblurrer  # noqa: E402
 from edge_deblur.cli import main  # noqa: E402
 from targets import load_target  # noqa: E402
@@ -235,9 +235,9 @@ def test_fine_tuning_loss_and_symmetries(tmp_path, photo):
     np.testing.assert_array_equal(turned[1][0][0], np.rot90(pair[0], 1, axes=(1, 2)))
 
 
-def _random_student(widths, seed=0):
+def _random_student(widths, seed=0, attention=0):
     rng = np.random.default_rng(seed)
-    model = build_student(widths, (1, 1, 2), 2)
+    model = build_student(widths, (1, 1, 2), 2, attention=attention)
     for layer in model.layers:
         if layer.weights:
             kernel, bias = layer.get_weights()
@@ -246,10 +246,11 @@ def _random_student(widths, seed=0):
     return model
 
 
-def test_pruning_removes_dead_channels_exactly(photo):
-    """Channels that contribute nothing (their readers' weights zeroed) are the ones pruned, and the
-    narrower network computes exactly what the wide one did."""
-    model = _random_student((16, 32, 64))
+@pytest.mark.parametrize("attention", [0, 3])
+def test_pruning_removes_dead_channels_exactly(photo, attention):
+    """Channels that contribute nothing (their readers' weights zeroed, channel attention's among
+    them) are the ones pruned, and the narrower network computes exactly what the wide one did."""
+    model = _random_student((16, 32, 64), attention=attention)
     # 8 dead channels in each of the streams L2, L3 and B, and 16 dead hidden channels in each of
     # their blocks (the expansion stays 2x, so a block 8 channels narrower keeps 16 fewer hidden ones).
     dead = {"L2": np.arange(0, 32, 4), "L3": np.arange(1, 64, 8), "B": np.arange(2, 64, 8)}
@@ -274,7 +275,7 @@ def test_pruning_removes_dead_channels_exactly(photo):
     for group, idx in dead.items():
         assert np.all(importance[group][idx] == 0)
     pruned = prune_student(model, (16, 24, 56), importance)
-    assert student_widths(pruned) == (16, 24, 56)
+    assert student_widths(pruned) == (16, 24, 56) and student_spec(pruned).attention == attention
     assert pruned.count_params() < model.count_params()
     np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from converters.quantize import quantize_int8, representative_crops, tflite_ops 
 from converters.reference import (MOBILENET_V2_SHAPE, expected_ms, mobilenet_v2_tflite, tflite_macs,  # noqa: E402
                                   time_side_by_side)
 from converters.student import (STUDENTS, build_student, litert_student, multiple_of, run_stages, stage_inputs,  # noqa: E402
-                                stage_models, stage_names, student_blocks, student_macs, student_widths)
+                                stage_models, stage_names, student_blocks, student_macs, student_spec,
+                                student_widths)
 from converters.teacher import build_teacher, count_macs  # noqa: E402
 from converters.train import TrainConfig  # noqa: E402
 from edge_deblur import Deblurrer, psnr  # noqa: E402
@@ -25,9 +27,9 @@ from targets import MOBILENET_V2_MACS, load_target  # noqa: E402
 
 pytestmark = pytest.mark.convert
 ROOT = Path(__file__).resolve().parents[1]
-# What XNNPACK's INT8 path runs as single fused kernels; anything else (QUANTIZE, DEQUANTIZE, MUL,
-# MEAN, TRANSPOSE, RESHAPE, RESIZE_*) would mean a float island, a layout shuffle or global context.
-XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
+# What XNNPACK's INT8 path runs as single kernels; anything else (QUANTIZE, DEQUANTIZE, TRANSPOSE,
+# RESHAPE, RESIZE_*) would mean a float island or a layout shuffle. MEAN and MUL are channel attention.
+XNNPACK_INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "MUL", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
 # INT8 output against the float twin: the output's own rounding step is 1/255, which alone costs
 # about 59 dB (RMSE 1/255/sqrt(12)); allowing 2.5 grey levels RMSE (40 dB) for the error carried
 # through ~30 quantized layers keeps it far below what deblurring changes (several dB).
@@ -71,6 +73,54 @@ def test_shape_in_equals_shape_out(student, size):
 def test_untrained_student_is_the_identity():
     x = np.random.default_rng(1).random((2, 32, 48, 3), dtype=np.float32)
     np.testing.assert_array_equal(np.asarray(build_student()(x)), x)
+
+
+def _randomise(model, seed: int = 0, scale: float = 0.1):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([rng.normal(0, scale, w.shape).astype("float32") for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("attention", range(5))
+def test_spec_is_read_back_from_the_model(attention):
+    spec = student_spec(build_student((16, 24, 32), (1, 1, 2), 1, attention=attention))
+    assert (spec.widths, spec.blocks, spec.middle, spec.attention) == ((16, 24, 32), (1, 1, 2), 1, attention)
+    # the bottleneck first, then the levels above it: attention 2 is the bottleneck and level 3
+    names = {layer.name for layer in spec.build().layers if layer.name.endswith("_attention")}
+    expected = {2: {"bottleneck_block0_attention", "enc3_block0_attention", "enc3_block1_attention",
+                    "dec3_block0_attention", "dec3_block1_attention"}}
+    if attention in expected:
+        assert names == expected[attention]
+
+
+def test_channel_attention_starts_as_the_identity(photo):
+    """An untrained attention (W = 0, b = 1) scales every channel by 1: the student computes what
+    the same weights compute without it; trained (random) attention changes the output."""
+    plain = _randomise(build_student((16, 32, 64), (0, 1, 2), 2))
+    attending = build_student((16, 32, 64), (0, 1, 2), 2, attention=2)
+    for layer in plain.layers:
+        if layer.weights:
+            attending.get_layer(layer.name).set_weights(layer.get_weights())
+    x = photo[None, :96, :128].astype(np.float32) / 255
+    np.testing.assert_allclose(np.asarray(attending(x)), np.asarray(plain(x)), atol=1e-6)
+    _randomise(attending, seed=1)
+    assert np.abs(np.asarray(attending(x)) - np.asarray(plain(x))).max() > 1e-2
+    with pytest.raises(ValueError, match="attention"):
+        build_student((16, 32, 64), (0, 1, 2), 2, attention=5)
+
+
+def test_attention_student_runs_in_xnnpack_int8_and_agrees_with_float(blurred, tmp_path):
+    """The rpi5 preset (channel attention at the bottleneck and level 3) with every weight random,
+    exported as LiteRT runs it: only XNNPACK INT8 kernels, and within the INT8 agreement bound."""
+    model = litert_student(_randomise(STUDENTS["rpi5"].build(), scale=0.05))
+    path = quantize_int8(model, representative_crops(count=16, crop=128), tmp_path / "rpi5.tflite", tile=(128, 128))
+    ops = tflite_ops(path)
+    assert {"MEAN", "MUL"} <= set(ops) <= XNNPACK_INT8_OPS, ops
+    expected = np.asarray(model(blurred[None]))[0]
+    assert psnr(expected, blurred, data_range=1.0) < INT8_AGREEMENT_DB - 5
+    assert psnr(Deblurrer.load(path, threads=2).infer(blurred), expected, data_range=1.0) >= INT8_AGREEMENT_DB
 
 
 def test_rejects_widths_xnnpack_cannot_pack_and_mismatched_levels():
@@ -134,7 +184,7 @@ def test_presets_prune_to_their_target_and_the_teacher_rule():
         plan = choose_widths(model, importance, budget)
         assert plan.base_macs == student_macs(model)
         assert plan.macs <= budget < plan.base_macs, name  # pruning has work to do, and gets under
-        assert plan.macs == student_macs(build_student(plan.widths, spec.blocks, spec.middle)), name
+        assert plan.macs == student_macs(replace(spec, widths=plan.widths).build()), name
         assert min(plan.widths) >= 16, name
 
 
@@ -185,7 +235,7 @@ def _expected_latency_script():
 
 def test_mobilenet_v2_reference_builds_runs_and_scales(int8_student, capsys):
     mobilenet = mobilenet_v2_tflite()  # built once, then cached under .cache/
-    assert set(tflite_ops(mobilenet)) == XNNPACK_INT8_OPS - {"DEPTH_TO_SPACE", "SPACE_TO_DEPTH"} | {"MEAN", "FULLY_CONNECTED", "SOFTMAX"}
+    assert set(tflite_ops(mobilenet)) == XNNPACK_INT8_OPS - {"DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "MUL"} | {"FULLY_CONNECTED", "SOFTMAX"}
     assert tflite_macs(mobilenet, *MOBILENET_V2_SHAPE[1:3]) == pytest.approx(MOBILENET_V2_MACS, rel=0.01)  # as published
     timing = time_side_by_side({"mobilenet_v2": (mobilenet, MOBILENET_V2_SHAPE)}, threads=2, rounds=3, warmup=1)
     assert timing.medians_ms["mobilenet_v2"] > 0
@@ -212,7 +262,7 @@ def test_student_variants_benchmark_starts_from_the_shipped_family():
     """The variant sweep's baseline is the rpi5 student itself (same layers, same arithmetic), and
     each variant changes only what it says: its MACs differ from the baseline's by its own layers."""
     variants = _student_variants_script()
-    shipped = build_student((16, 32, 64), (0, 1, 2), 2)
+    shipped = STUDENTS["rpi5"].build()
     base = variants.build(variants.BASE)
     assert [layer.name for layer in base.layers if layer.weights] == [layer.name for layer in shipped.layers if layer.weights]
     rng = np.random.default_rng(0)
