@@ -154,7 +154,9 @@ def _wiring(levels: int) -> dict[str, list[str]]:
 def _attends(stage: str, levels: int, attention: int) -> bool:
     """Whether ``stage``'s blocks end in channel attention: the ``attention`` lowest levels do,
     counting the bottleneck as the lowest."""
-    return stage == "bottleneck" and attention > 0 or stage[:3] in ("enc", "dec") and int(stage[3:]) >= levels + 2 - attention
+    if stage == "bottleneck":
+        return attention > 0
+    return stage[:3] in ("enc", "dec") and int(stage[3:]) >= levels + 2 - attention
 
 
 def _stage(stage: str, inputs: list, widths: tuple[int, ...], blocks: tuple[int, ...], middle: int,
