@@ -5,7 +5,8 @@ low resolution, compared by a short distillation and by INT8 latency at 640x480.
 Quality is a proxy, not the shipped chain: ``--steps`` distillation steps (``TrainConfig``'s
 defaults: L1 to ground truth and teacher, hint at the bottleneck, peak learning rate 2e-3) of the
 unpruned variant on an existing distillation set, then PSNR on 96 validation crops (128x128, 16 from
-each of the 6 validation photos, training-distribution kernels, seed 4321). Latency is each variant
+each of the 6 validation photos, training-distribution kernels, seed 4321) and on the held-out
+Levin set that ``edge-deblur convert`` validates on (24 pairs, float). Latency is each variant
 at the pruned rpi5 widths (16, 16, 48), or others (``--widths``), with random weights, quantized to
 full INT8 and timed side by side with MobileNetV2-224 INT8 on the same interpreter (medians of 15
 interleaved rounds), as ``edge-deblur convert`` times its students.
@@ -44,7 +45,7 @@ class Variant:
     ``tail`` > 0 is ``refine`` applied to the correction concatenated with the image, before the
     residual (it needs CONCATENATION, outside DESIGN.md's ops, so it is timed by ``refine``);
     ``attention`` is ``build_student``'s (the sweep in docs/BENCHMARKS.md ran before the students
-    had it: ``no-attention`` is its base)."""
+    had it, so its variants start from ``no-attention``)."""
 
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: tuple[int, ...] = (0, 1, 2)
@@ -60,22 +61,26 @@ class Variant:
 
 
 BASE = Variant()  # the rpi5 student before pruning
+SWEEP = replace(BASE, attention=0)  # the rpi5 student before channel attention: the variant sweep's base
 VARIANTS = {
     "base": BASE,
-    "no-attention": replace(BASE, attention=0),  # the rpi5 student before channel attention
-    "base-folded-stem": replace(BASE, folded_stem=True),
-    "blocks011-folded-stem": replace(BASE, blocks=(0, 1, 1), folded_stem=True),  # the rpi4 student
-    "head3x3": replace(BASE, head=3),
-    "head-depthwise3x3": replace(BASE, head_depthwise=True),
-    "stem4x4-head3x3": replace(BASE, stem=4, head=3),
-    "blocks112": replace(BASE, blocks=(1, 1, 2)),
-    "blocks112-head3x3": replace(BASE, blocks=(1, 1, 2), head=3),
-    "level4": replace(BASE, widths=(16, 32, 64, 128), blocks=(0, 1, 2, 2)),
-    "level3-128": replace(BASE, widths=(16, 32, 128)),
-    "fullres-tail8": replace(BASE, tail=8),
-    "fullres-refine8": replace(BASE, refine=8),
-    "fullres-refine4": replace(BASE, refine=4),
-    "fullres-features8": replace(BASE, full_features=8),
+    "attention1": replace(BASE, attention=1),  # attention in the bottleneck only
+    "attention3": replace(BASE, attention=3),  # ... and at levels 3 and 2
+    "no-attention": SWEEP,
+    # The sweep of docs/BENCHMARKS.md, measured before channel attention, as it was run:
+    "base-folded-stem": replace(SWEEP, folded_stem=True),
+    "blocks011-folded-stem": replace(SWEEP, blocks=(0, 1, 1), folded_stem=True),  # the rpi4 student
+    "head3x3": replace(SWEEP, head=3),
+    "head-depthwise3x3": replace(SWEEP, head_depthwise=True),
+    "stem4x4-head3x3": replace(SWEEP, stem=4, head=3),
+    "blocks112": replace(SWEEP, blocks=(1, 1, 2)),
+    "blocks112-head3x3": replace(SWEEP, blocks=(1, 1, 2), head=3),
+    "level4": replace(SWEEP, widths=(16, 32, 64, 128), blocks=(0, 1, 2, 2)),
+    "level3-128": replace(SWEEP, widths=(16, 32, 128)),
+    "fullres-tail8": replace(SWEEP, tail=8),
+    "fullres-refine8": replace(SWEEP, refine=8),
+    "fullres-refine4": replace(SWEEP, refine=4),
+    "fullres-features8": replace(SWEEP, full_features=8),
 }
 
 
@@ -130,8 +135,10 @@ def _head(v: Variant, x, image):
 
 
 def quality(name: str, steps: int, data_path: Path) -> dict:
-    from converters.data import validation_pairs
+    from converters.data import make_eval_pairs, validation_pairs
     from converters.distill import TrainConfig, _psnr, load_distill_set, train_student
+    from edge_deblur.metrics import psnr
+    from edge_deblur.pipeline import read_pairs
     from converters.teacher import count_macs
 
     model = build(VARIANTS[name])
@@ -139,8 +146,15 @@ def quality(name: str, steps: int, data_path: Path) -> dict:
         train_student(model, load_distill_set(data_path), TrainConfig(steps=steps, checkpoint_every=500), Path(work))
     blurred, sharp = validation_pairs(crop=128, per_photo=16, seed=4321)
     out = np.concatenate([np.asarray(model(blurred[i : i + 8], training=False)) for i in range(0, len(blurred), 8)])
+    with tempfile.TemporaryDirectory() as folder:  # the held-out Levin set, as `convert` validates on it
+        make_eval_pairs(folder, kernels="levin", crop=256)
+        pairs = [(b, s) for _, b, s, _ in read_pairs(Path(folder))]
+    restored = [np.rint(np.clip(np.asarray(model(b[None].astype(np.float32) / 255, training=False))[0], 0, 1) * 255)
+                .astype(np.uint8) for b, _ in pairs]
     return {"variant": name, "steps": steps, "macs": count_macs(model, 480, 640),
-            "psnr": round(_psnr(out, sharp), 3), "blurred_psnr": round(_psnr(blurred, sharp), 3)}
+            "psnr": round(_psnr(out, sharp), 3), "blurred_psnr": round(_psnr(blurred, sharp), 3),
+            "levin_psnr": round(float(np.mean([psnr(s, r) for (_, s), r in zip(pairs, restored)])), 3),
+            "levin_blurred_psnr": round(float(np.mean([psnr(s, b) for b, s in pairs])), 3)}
 
 
 def latency(names: list[str], threads: int, widths: tuple[int, ...] = (16, 16, 48)) -> dict:
