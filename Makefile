@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 test-runtime-pythons:
 	bash tests/runtime_pythons.sh 3.10 3.11
 
-# Re-make the bundled students (each run resumes if stopped). On 2 CPU cores: rpi5 about 20 min,
+# Re-make the bundled students (each run resumes if stopped). On 2 CPU cores: rpi5 about 25 min,
 # rpi4 about 15 min (it takes rpi5's distillation set: same teacher, same crops; its unpruned student
 # is its own), jetson-orin about 25 min.
 students: $(VENV)/.installed

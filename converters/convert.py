@@ -55,7 +55,12 @@ class ConvertConfig:
     crops: int = 6000  # distillation set size
     crop: int = 128
     distill_steps: int = 8000
-    finetune_steps: int = 3000
+    # Fine-tuning after pruning runs on its own set of larger crops: channel attention's frame means
+    # and the borders then look as they do on 256-pixel and larger inputs (docs/BENCHMARKS.md).
+    finetune_crops: int = 1536
+    finetune_crop: int = 256
+    finetune_batch_size: int = 4  # the distillation batch's pixels: 4 x 256^2 = 16 x 128^2
+    finetune_steps: int = 6000
     finetune_loss: str = "l2"  # after pruning, PSNR's own loss (L1 while distilling: robust early on)
     finetune_augment: bool = True  # turn fine-tuning batches by the square's 8 symmetries
     qat_steps: int = 1000
@@ -78,8 +83,8 @@ class ConvertConfig:
 
     @classmethod
     def quick_config(cls, **overrides) -> ConvertConfig:
-        fast = dict(crops=64, crop=64, distill_steps=30, finetune_steps=20, qat_steps=10, batch_size=8,
-                    calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, quick=True)
+        fast = dict(crops=64, crop=64, distill_steps=30, finetune_crops=16, finetune_crop=128, finetune_batch_size=2,
+                    finetune_steps=20, qat_steps=10, batch_size=8, calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, quick=True)
         return cls(**{**fast, **overrides})
 
     @property
@@ -107,7 +112,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 
 # The steps ``--reuse`` may take, with their artefact under work/: the ones that depend only on the
 # teacher and the unpruned student, never on the target's budget or the output folder.
-REUSABLE_STEPS = {"data": "distill_set.npz", "distill": "distill"}
+REUSABLE_STEPS = {"data": "distill_set.npz", "finetune_data": "finetune_set.npz", "distill": "distill"}
 
 
 def _link_or_copy(src, dst) -> None:
@@ -237,21 +242,25 @@ class Conversion:
         """The target's budget, and never more than a tenth of the teacher's MACs (DESIGN.md)."""
         return int(min(self.target.mac_budget, self.teacher.macs / MAC_REDUCTION if self.teacher.macs else np.inf))
 
-    def data(self) -> tuple[str, Path]:
+    def data(self, step: str = "data") -> tuple[str, Path]:
+        """The distillation set (``data``: ``crops`` crops of ``crop`` pixels), or the fine-tuning
+        set (``finetune_data``: ``finetune_crops`` of ``finetune_crop``, other crops of the same
+        photos), each run through the teacher."""
         from converters.distill import make_distill_set
 
         c = self.config
-        path = self.work / "distill_set.npz"
-        fp = _fingerprint("data-v2", self.teacher.fingerprint, c.crops, c.crop, c.seed,
+        count, crop, seed = (c.crops, c.crop, c.seed) if step == "data" else (c.finetune_crops, c.finetune_crop, c.seed + 1)
+        path = self.work / REUSABLE_STEPS[step]
+        fp = _fingerprint("data-v2", self.teacher.fingerprint, count, crop, seed,
                           self.teacher.predict_features is not None)  # whether the set holds hint features
 
         def body():
-            make_distill_set(self.teacher, c.crops, c.crop, c.seed, path, log=_log)
-            return {"crops": c.crops, "crop": c.crop}
+            make_distill_set(self.teacher, count, crop, seed, path, log=_log)
+            return {"crops": count, "crop": crop}
 
         if not path.exists():
-            self.steps.records.pop("data", None)
-        self.run_step("data", fp, body)
+            self.steps.records.pop(step, None)
+        self.run_step(step, fp, body)
         return fp, path
 
     def train(self, step: str, fp: str, start, config, data_path: Path) -> tuple[str, Path]:
@@ -322,7 +331,7 @@ class Conversion:
         from converters.student import litert_student
 
         folder = self.work / step
-        fp = _fingerprint(step, "folded-stem", fp, self.config.calibration)
+        fp = _fingerprint(step, "folded-stem", "mse-ranges-v2", fp, self.config.calibration)
 
         def body():
             model = litert_student(self.student(widths, model_weights))
@@ -372,11 +381,13 @@ class Conversion:
         fp, distilled = self.distill(fp, data_path)
         fp, pruned, prune_record = self.prune(fp, distilled)
         widths = tuple(prune_record["widths"])
-        fp, tuned = self.train("finetune", fp, lambda: self.student(widths, pruned),
-                               self.train_config(c.finetune_steps, learning_rate=c.finetune_learning_rate, warmup=10,
+        fp_tune_data, tune_path = self.data("finetune_data")
+        fp, tuned = self.train("finetune", _fingerprint(fp, fp_tune_data), lambda: self.student(widths, pruned),
+                               self.train_config(c.finetune_steps, batch_size=c.finetune_batch_size,
+                                                 learning_rate=c.finetune_learning_rate, warmup=10,
                                                  pixel_loss=c.finetune_loss, augment=c.finetune_augment,
                                                  feature_weight=0.0),
-                               data_path)
+                               tune_path)
         int8_dir, final = None, tuned
         if self.int8:
             fp_q, ptq = self.quantize("ptq", fp, tuned, widths)
@@ -385,8 +396,9 @@ class Conversion:
                 _log(f"PTQ loses {ptq['float_psnr'] - ptq['int8_psnr']:.2f} dB (> {c.qat_threshold_db}): "
                      "quantization-aware fine-tuning")
                 fp, final = self.train("qat", fp_q, lambda: self.student(widths, tuned),
-                                       self.train_config(c.qat_steps, learning_rate=c.finetune_learning_rate / 5, warmup=5,
-                                                         qat=True), data_path)
+                                       self.train_config(c.qat_steps, batch_size=c.finetune_batch_size,
+                                                         learning_rate=c.finetune_learning_rate / 5, warmup=5,
+                                                         qat=True), tune_path)
                 fp_q, qat = self.quantize("qat_ptq", fp, final, widths)
                 if qat["int8_psnr"] > ptq["int8_psnr"]:
                     int8_dir = self.work / "qat_ptq"

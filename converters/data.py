@@ -154,3 +154,23 @@ def validation_pairs(crop: int = 192, per_photo: int = 2, seed: int = 1234) -> t
     config = BlurConfig(crop=crop, p_jpeg=0.0)
     pairs = [synthesize_pair(photo, rng, config)[:2] for _, photo in validation_photos() for _ in range(per_photo)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+SHAKE_SIZES = (13, 15, 17, 19, 21, 23, 25, 27)  # the sizes of Levin's measured kernels
+
+
+def shake_validation_pairs(crop: int = 256, noise_sigma: float = 0.01, seed: int = 2024) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(blurred, sharp)`` uint8 pairs for choosing between models without looking at the held-out
+    Levin set: each validation photo blurred by one seeded trajectory kernel of each of Levin's
+    kernel sizes (``SHAKE_SIZES``), with the held-out set's forward model (``blur_photo``, full frame)
+    and centre ``crop``: 6 photos x 8 kernels."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _, sharp in validation_photos():
+        h, w = sharp.shape[:2]
+        y, x = (h - crop) // 2, (w - crop) // 2
+        for size in SHAKE_SIZES:
+            blurred = blur_photo(sharp, trajectory_kernel(rng, size=size), noise_sigma, rng)
+            pairs.append((blurred[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]))
+    return pairs
+

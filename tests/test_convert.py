@@ -28,7 +28,7 @@ from edge_deblur import Deblurrer  # noqa: E402
 from edge_deblur.cli import main  # noqa: E402
 from targets import load_target  # noqa: E402
 
-STEPS = ("data", "distill", "prune", "finetune", "ptq")
+STEPS = ("data", "distill", "prune", "finetune_data", "finetune", "ptq")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,10 @@ def test_quick_conversion_writes_the_deliverables(quick):
     assert not [n for n in names if n.startswith(".tmp")]
     steps = json.loads((quick / "work" / "steps.json").read_text())
     assert set(STEPS) <= set(steps)
+    quick_config = ConvertConfig.quick_config()  # fine-tuning has its own set, of larger crops
+    assert steps["finetune_data"] == {**steps["finetune_data"], "crops": quick_config.finetune_crops,
+                                      "crop": quick_config.finetune_crop}
+    assert steps["finetune_data"]["crop"] > steps["data"]["crop"]
     sidecar = json.loads((quick / "student-rpi5.json").read_text())
     assert sidecar["input_range"] == [0, 1] and sidecar["multiple"] == 16 and sidecar["target"] == "rpi5"
 
@@ -129,12 +133,13 @@ def test_reuse_takes_the_same_data_and_distillation(quick, tmp_path, capsys):
     out = tmp_path / "longer"
     assert main(["convert", "--target", "rpi5", "--quick", "-o", str(out), "--reuse", str(quick), "--finetune-steps", "25"]) == 0
     err = capsys.readouterr().err
-    assert "[data] taken from" in err and "[distill] taken from" in err
+    assert "[data] taken from" in err and "[distill] taken from" in err and "[finetune_data] taken from" in err
     assert "[prune] taken from" not in err and "[finetune] taken from" not in err  # never taken: they name their folder
     mine, theirs = json.loads((out / "work" / "steps.json").read_text()), json.loads((quick / "work" / "steps.json").read_text())
-    assert {k: mine[k] for k in ("data", "distill")} == {k: theirs[k] for k in ("data", "distill")}
+    shared = ("data", "distill", "finetune_data")
+    assert {k: mine[k] for k in shared} == {k: theirs[k] for k in shared}
     assert mine["finetune"]["steps"] == 25
-    for path in ("distill_set.npz", "distill/student.weights.h5"):
+    for path in ("distill_set.npz", "finetune_set.npz", "distill/student.weights.h5"):
         assert (out / "work" / path).samefile(quick / "work" / path)
 
 
@@ -145,7 +150,7 @@ def test_another_target_takes_only_what_it_shares(quick, tmp_path, capsys):
     out = tmp_path / "rpi4"
     assert main(["convert", "--target", "rpi4", "--quick", "-o", str(out), "--reuse", str(quick)]) == 0
     err = capsys.readouterr().err
-    assert "[data] taken from" in err and "[distill] taken from" not in err
+    assert "[data] taken from" in err and "[finetune_data] taken from" in err and "[distill] taken from" not in err
     assert (out / "work" / "distill_set.npz").samefile(quick / "work" / "distill_set.npz")
     card = _card(out)
     assert card["target"]["name"] == "rpi4" and card["student"]["blocks"] == [0, 1, 1]
