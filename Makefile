@@ -32,8 +32,8 @@ test-runtime-pythons:
 	bash tests/runtime_pythons.sh 3.10 3.11
 
 # Re-make the bundled students (each run resumes if stopped). On 2 CPU cores: rpi5 about 25 min,
-# rpi4 about 15 min (it takes rpi5's distillation set: same teacher, same crops; its unpruned student
-# is its own), jetson-orin about 25 min.
+# rpi4 about 17 min (it takes rpi5's distillation and fine-tuning sets: same teacher, same crops; its
+# unpruned student is its own), jetson-orin about 30 min.
 students: $(VENV)/.installed
 	$(VENV)/bin/edge-deblur convert --target rpi5 -o build/rpi5
 	$(VENV)/bin/edge-deblur convert --target rpi4 -o build/rpi4 --reuse build/rpi5
