@@ -109,7 +109,8 @@ def _mse_ranges(calibrated: bytes, images: list[np.ndarray], samples: int = 20_0
             if moves and source is not None and source.min is not None and len(source.min) == 1:
                 q.min, q.max = list(source.min), list(source.max)
             else:
-                q.min, q.max = (list(r) for r in zip(mse_range(np.concatenate(values[i]), float(q.min[0]), float(q.max[0]))))
+                low, high = mse_range(np.concatenate(values[i]), float(q.min[0]), float(q.max[0]))
+                q.min, q.max = [low], [high]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

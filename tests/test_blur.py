@@ -127,6 +127,26 @@ def test_eval_pairs_are_deterministic_and_use_levin(tmp_path, levin_kernels):
         np.testing.assert_array_equal(saved, center_kernel(levin_kernels[i % 8]))
 
 
+def test_shake_validation_pairs_are_validation_photos_blurred_alike_every_time(data_dir):
+    """The set for choosing between models without the held-out photos or kernels: the 6 validation
+    photos, one trajectory kernel of each Levin size, the held-out forward model, fixed."""
+    pairs, again = data.shake_validation_pairs(crop=64), data.shake_validation_pairs(crop=64)
+    assert len(pairs) == len(data.VALIDATION) * len(data.SHAKE_SIZES) == 48
+    for (blurred, sharp), (blurred2, sharp2) in zip(pairs, again):
+        assert blurred.shape == sharp.shape == (64, 64, 3) and blurred.dtype == sharp.dtype == np.uint8
+        np.testing.assert_array_equal(blurred, blurred2)
+    validation = [photo for _, photo in data.validation_photos()]
+    for i, (blurred, sharp) in enumerate(pairs):
+        photo = validation[i // len(data.SHAKE_SIZES)]
+        y, x = (photo.shape[0] - 64) // 2, (photo.shape[1] - 64) // 2
+        np.testing.assert_array_equal(sharp, photo[y : y + 64, x : x + 64])  # centre crops of validation photos
+        assert np.abs(blurred.astype(int) - sharp).mean() > 1  # blurred and noised, not a copy
+    # a larger kernel blurs more: the 27-pixel ones lose more detail than the 13-pixel ones on average
+    detail = [float(np.abs(np.diff(b.astype(float), axis=1)).mean()) for b, _ in pairs]
+    per_size = np.reshape(detail, (len(data.VALIDATION), len(data.SHAKE_SIZES))).mean(axis=0)
+    assert per_size[-1] < per_size[0]
+
+
 def test_center_kernel_only_translates(levin_kernels):
     for k in levin_kernels:
         c = center_kernel(k)
