@@ -51,7 +51,8 @@ def main(folder: Path) -> None:
             paths[ranges] = quantize_int8(model, crops, tmp / f"{ranges}.tflite", ranges=ranges)
         for path in paths.values():
             path.with_suffix(".json").write_text(json.dumps(sidecar))
-        val = {k: validation_scores(paths["float"], p)["int8_psnr"] for k, p in paths.items()}
+        minmax, mse = (validation_scores(paths["float"], paths[k]) for k in ("minmax", "mse"))
+        val = {"float": minmax["float_psnr"], "minmax": minmax["int8_psnr"], "mse": mse["int8_psnr"]}
         for name, path in paths.items():
             run = Deblurrer.load(path, threads=2)
             rows.append((name, val[name], *(float(np.mean([psnr(s, run(b)) for b, s in pairs])) for pairs in (shake, levin))))
