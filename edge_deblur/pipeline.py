@@ -15,7 +15,7 @@ import numpy as np
 
 from . import classical, images
 from .errors import EdgeDeblurError
-from .metrics import laplacian_variance, psnr, ssim
+from .metrics import align_upto_shift, laplacian_variance, psnr, ssim
 from .model import Deblurrer
 from .progress import Progress
 
@@ -110,18 +110,34 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
     return report
 
 
+PROTOCOLS = ("plain", "levin", "both")
+LEVIN_BORDER = 15  # metrics.align_upto_shift's default crop
+SUCCESS_RATIO = 3.0  # Levin et al. 2009 and Sun et al. 2013 count a kernel a success at error ratio <= 3
+
+
 @dataclass(frozen=True)
 class EvalRow:
+    """One method's means over the pairs. Plain: PSNR/SSIM of the full frames in their own range.
+    Levin (``metrics.align_upto_shift``): gray, 15-pixel border cropped, best shift within +-10 px on
+    a 0.25 px grid. Error ratio: per image SSE(method) / SSE(ratio reference), up to shift."""
+
     method: str
-    psnr: float
-    ssim: float
+    psnr: float | None  # None when not measured (protocol "levin" measures no plain SSIM)
+    ssim: float | None
     latency_ms: float  # median per image
     count: int
+    levin_psnr: float | None = None
+    levin_ssim: float | None = None
+    error_ratio: float | None = None  # mean over the images
+    success_rate: float | None = None  # fraction of the images with error ratio <= SUCCESS_RATIO
+    ratio_reference: str | None = None  # the method the ratio divides by
 
 
 def read_pairs(pairs_dir: str | Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
     """(name, blurred, sharp, true kernel or None) for each ``blur/NAME`` with a ``sharp/NAME``
-    (any image suffix); kernels come from ``kernels/NAME.npy`` when that folder exists."""
+    (any image suffix); kernels come from ``kernels/NAME.npy`` when that folder exists. Every pair
+    is read and checked (same size and channels) before this returns, so a bad pair stops an
+    evaluation before any slow work, naming its files."""
     root = Path(pairs_dir)
     blur_dir, sharp_dir, kernel_dir = root / "blur", root / "sharp", root / "kernels"
     if not blur_dir.is_dir() or not sharp_dir.is_dir():
@@ -133,18 +149,51 @@ def read_pairs(pairs_dir: str | Path) -> list[tuple[str, np.ndarray, np.ndarray,
             raise EdgeDeblurError(f"{blur_path}: no sharp counterpart in {sharp_dir}")
         kernel_path = kernel_dir / f"{blur_path.stem}.npy"
         kernel = classical.load_psf(kernel_path) if kernel_path.exists() else None
-        pairs.append((blur_path.stem, images.read_image(blur_path), images.read_image(sharp_by_stem[blur_path.stem]), kernel))
+        sharp_path = sharp_by_stem[blur_path.stem]
+        blurred, sharp = images.read_image(blur_path), images.read_image(sharp_path)
+        if blurred.shape != sharp.shape:
+            raise EdgeDeblurError(f"{blur_path} is {_describe(blurred)} but its sharp counterpart {sharp_path} "
+                                  f"is {_describe(sharp)}: a pair must match in size and channels")
+        pairs.append((blur_path.stem, blurred, sharp, kernel))
     if not pairs:
         raise EdgeDeblurError(f"{blur_dir}: no images")
     return pairs
 
 
+def _describe(image: np.ndarray) -> str:
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return f"{image.shape[1]}x{image.shape[0]} with {channels} channel(s)"
+
+
 def evaluate(pairs, methods: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray]], *,
+             protocol: str = "both", ratio_reference: str | None = None,
              progress: bool | None = None) -> list[EvalRow]:
     """Mean PSNR/SSIM against the sharp images and median latency, per method. Each method gets the
     blurred image and the pair's true kernel (None when unknown): classical baselines given the true
-    kernel are the upper bound a blind method is measured against."""
-    rows = []
+    kernel are the upper bound a blind method is measured against.
+
+    ``protocol``: "plain" (full-frame PSNR/SSIM, as before), "levin" (the benchmark's PSNR/SSIM up
+    to shift, with the plain PSNR kept beside it to show what the alignment adds), or "both".
+    ``ratio_reference``, a method in ``methods`` (usually a non-blind restoration with the true
+    kernel), adds each other method's error ratio (Levin et al. 2009): per image
+    SSE_upto_shift(method) / SSE_upto_shift(reference), its mean and the fraction <= 3.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    levin = protocol in ("levin", "both")
+    if ratio_reference is not None:
+        if ratio_reference not in methods:
+            raise EdgeDeblurError(f"ratio reference {ratio_reference!r} is not one of the methods ({', '.join(methods)})")
+        if not levin:
+            raise EdgeDeblurError("the error ratio is measured up to shift: it needs protocol 'levin' or 'both'")
+    # Levin's crop leaves (side - 2 * 15) pixels, which SSIM's 7x7 window must fit: refuse before any work.
+    smallest = LEVIN_BORDER * 2 + 7 if levin else 7
+    for name, blurred, _, _ in pairs:
+        if min(blurred.shape[:2]) < smallest:
+            raise EdgeDeblurError(f"pair {name}: {_describe(blurred)} is too small to score; protocol {protocol!r} "
+                                  f"needs at least {smallest}x{smallest}")
+    measured = {}  # method -> (plain PSNR, plain SSIM, Levin PSNR, Levin SSIM, SSE up to shift) per image
+    latency = {}
     with Progress(len(pairs) * len(methods), "eval", enabled=progress) as bar:
         for name, method in methods.items():
             scores, times = [], []
@@ -152,14 +201,55 @@ def evaluate(pairs, methods: dict[str, Callable[[np.ndarray, np.ndarray | None],
                 t = time.perf_counter()
                 restored = method(blurred, kernel)
                 times.append(time.perf_counter() - t)
-                scores.append((psnr(sharp, restored), ssim(sharp, restored)))
+                plain_ssim = ssim(sharp, restored) if protocol != "levin" else np.nan
+                levin_scores = (np.nan,) * 3
+                if levin:
+                    sharp_crop, aligned, _ = align_upto_shift(sharp, restored, border=LEVIN_BORDER)
+                    levin_scores = (psnr(sharp_crop, aligned, data_range=1.0), ssim(sharp_crop, aligned, data_range=1.0),
+                                    float(np.sum((sharp_crop - aligned) ** 2)))
+                scores.append((psnr(sharp, restored), plain_ssim, *levin_scores))
                 bar.update(1)
-            p, s = np.mean(scores, axis=0)
-            rows.append(EvalRow(name, float(p), float(s), 1000 * float(np.median(times)), len(pairs)))
+            measured[name] = np.asarray(scores, dtype=np.float64)
+            latency[name] = 1000 * float(np.median(times))
+
+    def mean(name: str, column: int) -> float | None:
+        values = measured[name][:, column]
+        return None if np.isnan(values).all() else float(values.mean())
+
+    rows = []
+    for name in methods:
+        ratio = success = None
+        if ratio_reference is not None and name != ratio_reference:
+            ratios = [_ratio(e, r) for e, r in zip(measured[name][:, 4], measured[ratio_reference][:, 4])]
+            ratio, success = float(np.mean(ratios)), float(np.mean(np.asarray(ratios) <= SUCCESS_RATIO))
+        rows.append(EvalRow(name, mean(name, 0), mean(name, 1), latency[name], len(pairs),
+                            levin_psnr=mean(name, 2), levin_ssim=mean(name, 3), error_ratio=ratio,
+                            success_rate=success, ratio_reference=ratio_reference if ratio is not None else None))
     return rows
 
 
+def _ratio(error: float, reference_error: float) -> float:
+    """error / reference_error as ``metrics.error_ratio`` defines it (1 when equal, inf over 0)."""
+    if error == reference_error:
+        return 1.0
+    return float("inf") if reference_error == 0 else error / reference_error
+
+
 def format_table(rows: Sequence[EvalRow]) -> str:
-    lines = ["| method | PSNR (dB) | SSIM | median latency (ms) | images |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.method} | {r.psnr:.2f} | {r.ssim:.4f} | {r.latency_ms:.1f} | {r.count} |" for r in rows]
+    """A Markdown table; the Levin-protocol and error-ratio columns appear when any row has them."""
+    reference = next((r.ratio_reference for r in rows if r.ratio_reference), None)
+    columns = [("method", lambda r: r.method, "---")]
+    optional = [
+        ("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"),
+        ("Levin PSNR (dB)", "levin_psnr", "{:.2f}"), ("Levin SSIM", "levin_ssim", "{:.4f}"),
+        (f"error ratio vs {reference}", "error_ratio", "{:.2f}"),
+        (f"ratio <= {SUCCESS_RATIO:g}", "success_rate", "{:.0%}"),
+    ]
+    for title, attr, fmt in optional:
+        if any(getattr(r, attr) is not None for r in rows):
+            columns.append((title, lambda r, attr=attr, fmt=fmt: "-" if getattr(r, attr) is None
+                            else fmt.format(getattr(r, attr)), "---:"))
+    columns += [("median latency (ms)", lambda r: f"{r.latency_ms:.1f}", "---:"), ("images", lambda r: str(r.count), "---:")]
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "|".join(c[2] for c in columns) + "|"]
+    lines += ["| " + " | ".join(c[1](r) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
