@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -99,21 +100,43 @@ class _Recording:
             self.writer.abort()
 
 
+def _json_output(text: str) -> Path:
+    """argparse type for --json: a file path whose folder exists and is writable (checked before any work)."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is not a folder" if folder.exists() else f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return path
+
+
 def cmd_eval(args) -> int:
-    pairs = pipeline.read_pairs(args.pairs)
+    pairs = pipeline.read_pairs(args.pairs)  # reads and checks every pair before the slow work
     has_kernels = all(k is not None for *_, k in pairs)
     methods = {"blurred input": lambda blurred, kernel: blurred}
     if has_kernels and not args.no_baselines:
         for name in ("wiener", "rl"):
             methods[f"{name} (true kernel)"] = (
                 lambda blurred, kernel, name=name: pipeline.classical_method(name, kernel)(blurred))
+    reference = args.ratio_reference
+    if reference is not None and not has_kernels:
+        raise EdgeDeblurError(f"--ratio-reference {reference}: the error ratio needs the true kernels "
+                              f"({args.pairs}/kernels/NAME.npy for every pair)")
+    if reference is None and args.protocol != "plain" and has_kernels and not args.no_baselines:
+        reference = "wiener (true kernel)"  # the first true-kernel baseline
     for model in args.model or ["default"]:
         deblur = Deblurrer.load(model, threads=args.threads)
         methods[str(model)] = lambda blurred, kernel, deblur=deblur: deblur(blurred)
-    rows = pipeline.evaluate(pairs, methods)
+    if reference is not None and reference not in methods:
+        raise EdgeDeblurError(f"--ratio-reference {reference}: not an evaluated method ({', '.join(methods)})")
+    rows = pipeline.evaluate(pairs, methods, protocol=args.protocol, ratio_reference=reference)
     print(pipeline.format_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+        with images.AtomicFile(args.json) as tmp:
+            tmp.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0
 
 
@@ -198,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="model(s) to evaluate (repeatable; default: the bundled default)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-baselines", action="store_true", help="skip Wiener/Richardson-Lucy with the true kernels")
-    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--protocol", choices=pipeline.PROTOCOLS, default="both",
+                   help="plain: full-frame PSNR/SSIM; levin: the blind-deblurring benchmark's (gray, 15 px border "
+                        "cropped, best shift within +-10 px on a 0.25 px grid) with the error ratio; both (default)")
+    p.add_argument("--ratio-reference", metavar="NAME", help="method whose error the error ratio divides by "
+                   "(default: 'wiener (true kernel)' when the pairs have kernels)")
+    p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="time models on a frame")

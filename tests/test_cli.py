@@ -1,6 +1,7 @@
 """The command line end to end, on real photos and real small models."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -129,3 +130,74 @@ def test_cli_process_exit_codes(tmp_path):
     assert r.returncode == 2 and "x.tflite" in r.stderr
     r = run("frobnicate")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def _write_pairs(root, photo_paths, kernels, size=192):
+    """Blurred/sharp/kernel triples from real photos: blurred over the full frame, then cropped."""
+    for sub in ("blur", "sharp", "kernels"):
+        (root / sub).mkdir(parents=True)
+    for p, k in zip(photo_paths, kernels):
+        photo = read_image(p)
+        blurred = cv2.filter2D(photo, -1, k[::-1, ::-1].astype(np.float32), borderType=cv2.BORDER_REFLECT)
+        cv2.imwrite(str(root / "blur" / f"{p.stem}.png"), blurred[:size, :size, ::-1])
+        cv2.imwrite(str(root / "sharp" / f"{p.stem}.png"), photo[:size, :size, ::-1])
+        np.save(root / "kernels" / f"{p.stem}.npy", k)
+    return root
+
+
+def test_eval_levin_protocol_table_and_error_ratio(tmp_path, photo_paths, levin_kernels, unsharp_model, capsys):
+    pairs = _write_pairs(tmp_path / "pairs", photo_paths[:3], levin_kernels)
+    rows_file = tmp_path / "rows.json"
+    assert main(["eval", "--pairs", str(pairs), "--protocol", "levin", "--model", str(unsharp_model),
+                 "--json", str(rows_file)]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0]
+    assert "| PSNR (dB) |" in header and "| Levin PSNR (dB) | Levin SSIM |" in header
+    assert "error ratio vs wiener (true kernel)" in header and "ratio <= 3" in header
+    rows = {r["method"]: r for r in json.loads(rows_file.read_text())}
+    blurred, wiener, rl = rows["blurred input"], rows["wiener (true kernel)"], rows["rl (true kernel)"]
+    # The measured kernels are not centred: the blurred input is shifted, which the Levin protocol forgives.
+    assert blurred["levin_psnr"] >= blurred["psnr"]
+    assert blurred["ssim"] is None and blurred["levin_ssim"] > 0  # levin: no plain SSIM
+    assert wiener["error_ratio"] is None and wiener["levin_psnr"] > blurred["levin_psnr"] + 2
+    assert blurred["error_ratio"] > 1 and blurred["ratio_reference"] == "wiener (true kernel)"
+    assert 0 <= rl["success_rate"] <= 1 and rl["error_ratio"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary JSON left behind"
+    # The plain protocol is the table as it was; another reference is taken by name.
+    assert main(["eval", "--pairs", str(pairs), "--protocol", "plain", "--model", str(unsharp_model)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "| method | PSNR (dB) | SSIM | median latency (ms) | images |"
+    assert main(["eval", "--pairs", str(pairs), "--model", str(unsharp_model), "--ratio-reference", "rl (true kernel)"]) == 0
+    assert "error ratio vs rl (true kernel)" in capsys.readouterr().out
+    assert main(["eval", "--pairs", str(pairs), "--model", str(unsharp_model), "--ratio-reference", "blind"]) == 2
+    assert "--ratio-reference blind: not an evaluated method" in capsys.readouterr().err
+
+
+def test_eval_refuses_bad_pairs_and_json_paths_before_any_work(tmp_path, photo_paths, levin_kernels, capsys):
+    pairs = _write_pairs(tmp_path / "pairs", photo_paths[:2], levin_kernels)
+    stem = photo_paths[1].stem
+    for case, image in (("size", read_image(photo_paths[1])[:100, :120]), ("channels", read_image(photo_paths[1])[:192, :192, 1])):
+        cv2.imwrite(str(pairs / "sharp" / f"{stem}.png"), image[..., ::-1] if image.ndim == 3 else image)
+        assert main(["eval", "--pairs", str(pairs), "--model", "nope.tflite"]) == 2, case
+        err = capsys.readouterr().err
+        assert f"blur/{stem}.png" in err and f"sharp/{stem}.png" in err and "must match in size and channels" in err, case
+    for bad, why in ((tmp_path / "nodir" / "e.json", "does not exist"), (tmp_path, "is a folder"),
+                     (pairs / "blur" / f"{stem}.png" / "e.json", "is not a folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", "--pairs", str(pairs), "--json", str(bad)])
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        assert "argument --json" in captured.err and why in captured.err and not captured.out
+    assert not (tmp_path / "nodir").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_eval_refuses_an_unwritable_json_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit):
+            main(["eval", "--pairs", str(tmp_path), "--json", str(locked / "e.json")])
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
