@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what the runtime reads from a model")
     p.add_argument("model")
     p.set_defaults(func=cmd_info)
+
+    from .serve import commands as serve_commands  # serve, token, export (stdlib only until run)
+    serve_commands.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""``edge-deblur export triton DIR``: a Triton model repository serving what ``deblur`` serves.
+
+Triton's ONNX Runtime backend runs the model, so the frame's 8-bit handling that
+:class:`edge_deblur.model.Deblurrer` does in numpy is written into the graph around the bundled
+float teacher: UINT8 NHWC in, /255, reflect-padded to the network's stride, the network, cropped
+back, clipped to [0, 1], x255, rounded, UINT8 out (the same arithmetic as one window of the local
+runtime). An ONNX graph cannot give its input and output one name, so the repository's output is
+``deblurred`` where ``edge-deblur serve`` says ``image``; a client that reads the model's only
+output (as ``edge_deblur.partition`` does) works with both.
+
+``config.pbtxt`` turns on dynamic batching (requests of one frame size are batched, up to
+``max_batch_size``, waiting at most ``queue_delay_us``) with a queue policy that rejects what
+waits longer than ``queue_timeout_us`` or finds ``max_queue`` requests waiting: the same
+back-pressure as ``edge-deblur serve``'s 503. Needs ``onnx`` (the convert or test extra).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgeDeblurError
+from ..images import AtomicFile
+from ..model import read_sidecar, resolve_model
+
+OUTPUT = "deblurred"
+
+
+@dataclass(frozen=True)
+class TritonExport:
+    model: str = "teacher"  # a bundled .onnx model's name or an .onnx file: a float NHWC [0, 1] network
+    name: str = "deblur"
+    max_batch_size: int = 4
+    queue_delay_us: int = 2000
+    max_queue: int = 16
+    queue_timeout_us: int = 5_000_000
+    instances: int = 1
+
+
+def _onnx_path(model: str) -> Path:
+    path = resolve_model(model)
+    if path.suffix != ".onnx":
+        onnx_twin = path.with_suffix(".onnx")
+        if not onnx_twin.exists():
+            raise EdgeDeblurError(f"{path}: Triton runs ONNX here (its TFLite backend is arm64-only); give an .onnx model")
+        path = onnx_twin
+    return path
+
+
+def uint8_wrapper(network, multiple: int):
+    """The ModelProto: ``network`` (float NHWC [0, 1] in and out) inside the 8-bit pre/post steps."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = network.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise EdgeDeblurError("the network must have one input and one output")
+    net_in, net_out = graph.input[0].name, graph.output[0].name
+    inner_in = "edge_deblur_net_input"
+    nodes = []
+    for node in graph.node:  # feed the network from our padded tensor
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        node.input[:] = [inner_in if i == net_in else i for i in node.input]
+        nodes.append(node)
+    const = lambda name, value: numpy_helper.from_array(np.asarray(value), name)
+    inits = [const("ed_scale_in", np.float32(1 / 255)), const("ed_scale_out", np.float32(255)),
+             const("ed_zero", np.float32(0)), const("ed_one", np.float32(1)), const("ed_m", np.array([multiple], np.int64)),
+             const("ed_hw_start", np.array([1], np.int64)), const("ed_hw_end", np.array([3], np.int64)),
+             const("ed_zeros5", np.zeros(5, np.int64)), const("ed_zero1", np.zeros(1, np.int64)),
+             const("ed_crop_start", np.zeros(2, np.int64)), const("ed_crop_axes", np.array([1, 2], np.int64))]
+    n = helper.make_node
+    pre = [
+        n("Cast", ["image"], ["ed_f"], to=TensorProto.FLOAT),
+        n("Mul", ["ed_f", "ed_scale_in"], ["ed_x"]),
+        n("Shape", ["ed_x"], ["ed_shape"]),
+        n("Slice", ["ed_shape", "ed_hw_start", "ed_hw_end"], ["ed_hw"]),  # [H, W]
+        n("Mod", ["ed_hw", "ed_m"], ["ed_rem"]),
+        n("Sub", ["ed_m", "ed_rem"], ["ed_gap"]),
+        n("Mod", ["ed_gap", "ed_m"], ["ed_pad_hw"]),  # (m - H % m) % m, likewise W
+        n("Concat", ["ed_zeros5", "ed_pad_hw", "ed_zero1"], ["ed_pads"], axis=0),  # begins N,H,W,C = 0; ends N=0, H, W, C=0
+        n("Pad", ["ed_x", "ed_pads"], [inner_in], mode="reflect"),
+    ]
+    post = [
+        n("Slice", [net_out, "ed_crop_start", "ed_hw", "ed_crop_axes"], ["ed_crop"]),
+        n("Clip", ["ed_crop", "ed_zero", "ed_one"], ["ed_clip"]),
+        n("Mul", ["ed_clip", "ed_scale_out"], ["ed_y"]),
+        n("Round", ["ed_y"], ["ed_round"]),
+        n("Cast", ["ed_round"], [OUTPUT], to=TensorProto.UINT8),
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", "height", "width", 3])
+    out = helper.make_tensor_value_info(OUTPUT, TensorProto.UINT8, ["batch", "height", "width", 3])
+    wrapped = helper.make_graph(pre + nodes + post, "edge_deblur_uint8", [image], [out],
+                                initializer=list(graph.initializer) + inits, value_info=list(graph.value_info))
+    model = helper.make_model(wrapped, opset_imports=list(network.opset_import), producer_name="edge-deblur")
+    model.ir_version = network.ir_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def config_pbtxt(spec: TritonExport) -> str:
+    """Triton's model configuration (protobuf text format)."""
+    return f"""name: "{spec.name}"
+backend: "onnxruntime"
+max_batch_size: {spec.max_batch_size}
+input [
+  {{ name: "image", data_type: TYPE_UINT8, dims: [ -1, -1, 3 ] }}
+]
+output [
+  {{ name: "{OUTPUT}", data_type: TYPE_UINT8, dims: [ -1, -1, 3 ] }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: {spec.queue_delay_us}
+  default_queue_policy {{
+    timeout_action: REJECT
+    default_timeout_microseconds: {spec.queue_timeout_us}
+    allow_timeout_override: true
+    max_queue_size: {spec.max_queue}
+  }}
+}}
+instance_group [
+  {{ count: {spec.instances}, kind: KIND_CPU }}
+]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+
+def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) -> Path:
+    """Write ``directory/<name>/config.pbtxt`` and ``directory/<name>/1/model.onnx``; returns
+    ``directory``. Written to a temporary folder and moved into place: nothing half-written."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise EdgeDeblurError("edge-deblur export triton needs onnx: pip install 'edge-deblur[convert]' "
+                              "(or the test extra)") from e
+    if spec.max_batch_size < 1 or spec.max_queue < 1 or spec.instances < 1:
+        raise EdgeDeblurError("max batch size, queue size and instances must be at least 1")
+    source = _onnx_path(spec.model)
+    sidecar = read_sidecar(source)
+    if sidecar.get("input_range", [0, 1])[1] != 1:
+        raise EdgeDeblurError(f"{source}: the wrapper expects a network on [0, 1] values, the sidecar says {sidecar['input_range']}")
+    model = uint8_wrapper(onnx.load(str(source)), int(sidecar.get("multiple", 16)))
+    root = Path(directory)
+    target = root / spec.name
+    if target.exists() and any(target.iterdir()):
+        raise EdgeDeblurError(f"{target} exists and is not empty; remove it or choose another folder")
+    staging = root / f".{spec.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "1").mkdir(parents=True)
+    try:
+        onnx.save(model, str(staging / "1" / "model.onnx"))
+        (staging / "config.pbtxt").write_text(config_pbtxt(spec))
+        with AtomicFile(staging / "source.json") as tmp:
+            tmp.write_text(json.dumps({"source": source.name, "multiple": sidecar.get("multiple", 16),
+                                       "output": OUTPUT}, indent=1))
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root

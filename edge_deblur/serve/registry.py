@@ -1,0 +1,186 @@
+"""The models a server serves: each says its tensors (for metadata and validation) and predicts.
+
+A model is any object with ``name``, ``version``, ``platform``, ``inputs`` and ``outputs`` (lists of
+:class:`TensorSpec`) and ``predict(inputs, parameters) -> {name: array}``; :class:`ModelRegistry`
+holds them by name. ``default_registry`` registers what this installation can serve: ``deblur``
+always, ``kernel`` when ``edge_deblur.blind.estimate_kernel`` exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import Deblurrer, resolve_model
+from .protocol import DATATYPES, ProtocolError, datatype_of
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as metadata states it; -1 is a dimension of any size. ``also`` lists other shapes
+    accepted for the same tensor (e.g. a gray image as [1, H, W] as well as [1, H, W, 1])."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    also: tuple[tuple[int, ...], ...] = ()
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def matches(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The pattern ``shape`` fits, or None."""
+        for pattern in (self.shape, *self.also):
+            if len(pattern) == len(shape) and all(p in (-1, s) for p, s in zip(pattern, shape)):
+                return pattern
+        return None
+
+
+def check_inputs(model, inputs: dict[str, np.ndarray], max_pixels: int) -> None:
+    """Refuse inputs that do not have the model's names, datatypes and shapes, or whose free
+    dimensions (the -1s: an image's height and width) multiply to more than ``max_pixels``."""
+    specs = {s.name: s for s in model.inputs}
+    unknown = sorted(set(inputs) - set(specs))
+    if unknown:
+        raise ProtocolError(f"model '{model.name}' has no input {', '.join(repr(u) for u in unknown)} "
+                            f"(inputs: {', '.join(specs)})")
+    missing = sorted(set(specs) - set(inputs))
+    if missing:
+        raise ProtocolError(f"model '{model.name}': input {', '.join(repr(m) for m in missing)} missing")
+    for name, arr in inputs.items():
+        spec = specs[name]
+        if datatype_of(arr.dtype) != spec.datatype:
+            raise ProtocolError(f"model '{model.name}' input '{name}': datatype {datatype_of(arr.dtype)}, "
+                                f"expected {spec.datatype}")
+        pattern = spec.matches(arr.shape)
+        if pattern is None:
+            wanted = " or ".join(str(list(p)) for p in (spec.shape, *spec.also))
+            raise ProtocolError(f"model '{model.name}' input '{name}': shape {list(arr.shape)}, expected {wanted}")
+        free = [s for p, s in zip(pattern, arr.shape) if p == -1]
+        if free and min(free) < 1:
+            raise ProtocolError(f"model '{model.name}' input '{name}': empty shape {list(arr.shape)}")
+        pixels = math.prod(free)
+        if pixels > max_pixels:
+            raise ProtocolError(f"model '{model.name}' input '{name}': {pixels} pixels, this server takes "
+                                f"at most {max_pixels}")
+
+
+class _Pool:
+    """Instances of a model that is not thread-safe (a LiteRT interpreter), one per worker."""
+
+    def __init__(self, make, count: int):
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            self._free.put(make())
+
+    def run(self, fn):
+        instance = self._free.get()
+        try:
+            return fn(instance)
+        finally:
+            self._free.put(instance)
+
+
+class DeblurModel:
+    """``deblur``: image UINT8 [1, H, W, 3] RGB in, the deblurred image UINT8, same shape, out.
+
+    Run by the bundled teacher through LiteRT: on this host's CPU it is faster than the same
+    network through onnxruntime (197 vs 322 ms for 640x480, 2 threads; see the README's serving
+    section). Frames of any size are tiled by :class:`edge_deblur.model.Deblurrer`."""
+
+    platform = "edge-deblur_litert"
+
+    def __init__(self, model: str | os.PathLike = "teacher", instances: int = 1, threads: int | None = None,
+                 name: str = "deblur", version: str = "1"):
+        self.name, self.version, self.path = name, version, resolve_model(model)  # "teacher": its .tflite
+        self.platform = "edge-deblur_" + ("onnxruntime" if self.path.suffix == ".onnx" else "litert")
+        self.inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
+        self.outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
+        self._pool = _Pool(lambda: Deblurrer.load(self.path, threads=threads), max(1, instances))
+
+    def predict(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
+        frame = inputs["image"][0]
+        return {"image": self._pool.run(lambda deblur: deblur(frame))[None]}
+
+
+class KernelModel:
+    """``kernel``: a gray keyframe crop, image UINT8 [1, H, W] or [1, H, W, 1], in; the blur kernel
+    (PSF) that ``estimate_kernel`` finds, FP32 [k, k], summing to 1, out. The request parameter
+    ``kernel_size`` (an odd integer) fixes k; else the estimator chooses."""
+
+    platform = "edge-deblur_python"
+
+    def __init__(self, estimate_kernel, name: str = "kernel", version: str = "1"):
+        self.name, self.version = name, version
+        self._estimate = estimate_kernel
+        self.inputs = [TensorSpec("image", "UINT8", (1, -1, -1), also=((1, -1, -1, 1),))]
+        self.outputs = [TensorSpec("kernel", "FP32", (-1, -1))]
+
+    def predict(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
+        gray = inputs["image"][0]
+        gray = gray[..., 0] if gray.ndim == 3 else gray
+        size = parameters.get("kernel_size")
+        if size is not None and (not isinstance(size, int) or size < 1 or size % 2 == 0):
+            raise ProtocolError(f"parameter kernel_size must be an odd positive integer, got {size!r}")
+        try:
+            kernel = self._estimate(gray.astype(np.float32) * np.float32(1 / 255), size=size)
+        except ValueError as e:  # a crop too small for the kernel asked for: the request's fault
+            raise ProtocolError(f"model '{self.name}': {e}") from None
+        return {"kernel": np.asarray(kernel, dtype=np.float32)}
+
+
+def blind_estimator():
+    """``edge_deblur.blind.estimate_kernel`` when this installation has it, else None."""
+    try:
+        blind = importlib.import_module("edge_deblur.blind")
+    except ImportError:
+        return None
+    return getattr(blind, "estimate_kernel", None)
+
+
+class ModelRegistry:
+    """Models by name; a model joins with :meth:`add` (KServe's and MLServer's model repository, in
+    memory)."""
+
+    def __init__(self):
+        self._models: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def add(self, model) -> None:
+        for spec in (*model.inputs, *model.outputs):
+            if spec.datatype not in DATATYPES:
+                raise ValueError(f"model '{model.name}' tensor '{spec.name}': unknown datatype {spec.datatype}")
+        with self._lock:
+            self._models[model.name] = model
+
+    def get(self, name: str, version: str | None = None):
+        model = self._models.get(name)
+        if model is None:
+            raise ProtocolError(f"unknown model '{name}' (served: {', '.join(sorted(self._models))})", status=404)
+        if version not in (None, "", model.version):
+            raise ProtocolError(f"model '{name}' has no version '{version}' (versions: {model.version})", status=404)
+        return model
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def metadata(self, name: str, version: str | None = None) -> dict:
+        model = self.get(name, version)
+        return {"name": model.name, "versions": [model.version], "platform": model.platform,
+                "inputs": [s.metadata() for s in model.inputs], "outputs": [s.metadata() for s in model.outputs]}
+
+
+def default_registry(deblur_model: str | os.PathLike = "teacher", instances: int = 1,
+                     threads: int | None = None) -> ModelRegistry:
+    registry = ModelRegistry()
+    registry.add(DeblurModel(deblur_model, instances=instances, threads=threads))
+    estimate = blind_estimator()
+    if estimate is not None:
+        registry.add(KernelModel(estimate))
+    return registry
