@@ -1,0 +1,147 @@
+"""Scale-out: the Triton model repository `edge-deblur export triton` writes, and deploy/k8s's
+manifests, checked offline (the Kubernetes 1.37 JSON schemas bundled by kubernetes-validate, strict:
+unknown fields fail) and against the server they deploy (probe paths, CLI arguments, HPA metric)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install -e '.[test]')")
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed "
+                                          "(pip install -e '.[test]')")
+
+from edge_deblur.errors import EdgeDeblurError  # noqa: E402
+from edge_deblur.model import Deblurrer, MODELS_DIR  # noqa: E402
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+K8S_VERSION = "1.37.0"
+
+
+def _documents():
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                docs.append((path.name, doc))
+    return docs
+
+
+def _kind(kind):
+    found = [d for _, d in _documents() if d["kind"] == kind]
+    assert found, f"no {kind} in {K8S}"
+    return found
+
+
+def test_core_manifests_match_the_kubernetes_schemas():
+    docs = _documents()
+    kinds = {d["kind"] for _, d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"} <= kinds
+    checked = 0
+    for name, doc in docs:
+        if doc["apiVersion"].startswith("serving.kserve.io"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises ValidationError on any mistake
+        checked += 1
+    assert checked >= 4
+    # the validator does catch a mistake (the test would otherwise prove nothing)
+    broken = dict(_kind("Service")[0])
+    broken["spec"] = {**broken["spec"], "ports": [{"port": "eight thousand"}]}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_inferenceservices_are_kserve_v1beta1_with_valid_pod_parts():
+    for isvc in _kind("InferenceService"):
+        assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["name"]
+        predictor = isvc["spec"]["predictor"]
+        assert ("containers" in predictor) != ("model" in predictor)
+        if "model" in predictor:
+            assert predictor["model"]["modelFormat"]["name"] == "triton"
+            assert predictor["model"]["protocolVersion"] == "v2" and predictor["model"]["storageUri"]
+            continue
+        # the predictor's containers and volumes are a PodSpec's: validate them as one
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
+               "spec": {"containers": predictor["containers"], "volumes": predictor.get("volumes", [])}}
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        assert predictor["containers"][0]["name"] == "kserve-container"
+
+
+def test_manifests_fit_the_server_they_deploy():
+    from edge_deblur.cli import build_parser
+
+    deployment = _kind("Deployment")[0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(["serve", *container["args"]])  # the CLI accepts them
+    assert args.tokens == "/etc/edge-deblur/tokens.json"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/edge-deblur" in mounts and "/tmp" in mounts  # read-only root: the .proto compiles in /tmp
+    for isvc in _kind("InferenceService"):
+        for c in isvc["spec"]["predictor"].get("containers", []):
+            build_parser().parse_args(["serve", *c["args"]])
+
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    from edge_deblur.serve.engine import Engine
+    from edge_deblur.serve.http import create_app
+    from edge_deblur.serve.registry import ModelRegistry
+
+    engine = Engine(ModelRegistry())
+    paths = {route.path for route in create_app(engine).routes}
+    engine.close()
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in paths
+    pod_annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations["prometheus.io/path"] in paths
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = _kind("Service")[0]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    hpa = _kind("HorizontalPodAutoscaler")[0]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    metric = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")["pods"]["metric"]["name"]
+    exposition = engine.metrics.exposition().decode()
+    assert re.search(rf"^# TYPE {metric} gauge$", exposition, re.M), f"the server exports no gauge {metric}"
+    rules = yaml.safe_load(_kind("ConfigMap")[0]["data"]["config.yaml"])
+    assert any(metric in r["seriesQuery"] for r in rules["rules"])
+
+
+def _config_fields(text: str) -> dict:
+    """The scalar fields of a config.pbtxt, by name, first occurrence (the model's own name comes
+    before its tensors'): enough to check what the export promises."""
+    fields = {}
+    for key, value in re.findall(r"(\w+):\s*\"?([\w.]+)\"?", text):
+        fields.setdefault(key, value)
+    return fields
+
+
+def test_export_triton_repository(tmp_path, photo):
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from edge_deblur.serve.export import OUTPUT, TritonExport, export_triton
+
+    repo = export_triton(tmp_path / "repo", TritonExport(max_batch_size=4, max_queue=7, queue_delay_us=1500))
+    model_dir = repo / "deblur"
+    text = (model_dir / "config.pbtxt").read_text()
+    fields = _config_fields(text)
+    assert fields["name"] == "deblur" and fields["backend"] == "onnxruntime" and fields["max_batch_size"] == "4"
+    assert "dynamic_batching" in text and fields["max_queue_delay_microseconds"] == "1500"
+    assert fields["max_queue_size"] == "7" and fields["timeout_action"] == "REJECT"
+    assert "TYPE_UINT8" in text and f'"{OUTPUT}"' in text
+
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"] and session.get_outputs()[0].name == OUTPUT
+    local = Deblurrer.load(MODELS_DIR / "teacher.onnx", threads=2)
+    for h, w in [(64, 64), (61, 75)]:  # a size off the network's stride is padded and cropped inside the graph
+        crop = np.ascontiguousarray(photo[100:100 + h, 100:100 + w])
+        batch = np.stack([crop, crop[::-1].copy()])
+        out = session.run(None, {"image": batch})[0]
+        assert out.dtype == np.uint8 and out.shape == batch.shape
+        assert np.abs(out[0].astype(int) - local(crop)).max() <= 1
+        assert np.abs(out[1].astype(int) - local(batch[1])).max() <= 1
+    with pytest.raises(EdgeDeblurError, match="not empty"):
+        export_triton(tmp_path / "repo")
+    assert not list((tmp_path / "repo").glob(".*partial"))
