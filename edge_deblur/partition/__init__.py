@@ -1,0 +1,12 @@
+"""The partitioned edge-cloud mode, device side: methods with the local methods' interface
+(``frame -> frame``) that use a server when it helps and finish every frame on the board when it
+does not. Standard library and numpy only: nothing beyond the runtime's install.
+
+- ``client``: a KServe V2 client (HTTP, binary tensors) that works with ``edge-deblur serve`` and Triton;
+- ``offload``: mode ``offload`` (frame up, result down) with local fallback and a summary.
+"""
+
+from .client import RemoteError, Unreachable, V2Client
+from .offload import Offload, OffloadConfig, OffloadSummary, read_token
+
+__all__ = ["V2Client", "RemoteError", "Unreachable", "Offload", "OffloadConfig", "OffloadSummary", "read_token"]

@@ -1,0 +1,120 @@
+"""``offload``: the frame goes to a server, the result comes back; the board finishes any frame the
+server does not. Same interface as every local method: ``method(frame) -> frame``.
+
+A deadline miss, an error, a refusal (401/403/429/503), a malformed answer or a dead server make
+the board run its own ``local`` method on that frame, at once: no frame is lost, and since each
+call returns its frame before the next is taken, order is kept. After a refusal with
+``Retry-After``, or a server that cannot be reached, the board stays local for that long (or
+``probe_after_s``) before it tries the server again, so a dead link does not cost a timeout every
+frame. :class:`OffloadSummary` counts frames per path and fallbacks per reason.
+
+The frame goes up lossless (raw 8-bit RGB in the V2 binary tensor extension); lossy encodings and
+the split and kernel modes are not here yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .client import RemoteError, Unreachable, V2Client
+
+Method = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    url: str  # http://host:8000 or https://...
+    token: str | None = None
+    model: str = "deblur"
+    input_name: str = "image"
+    deadline_s: float = 1.0  # the server's answer must arrive within this, or the board does the frame
+    probe_after_s: float = 2.0  # after a dead server, stay local this long before trying again
+    max_backoff_s: float = 30.0  # longest Retry-After obeyed
+
+
+@dataclass
+class OffloadSummary:
+    offloaded: int = 0
+    local: int = 0
+    fallbacks: Counter = field(default_factory=Counter)  # reason -> frames done locally for it
+    server_seconds: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    @property
+    def frames(self) -> int:
+        return self.offloaded + self.local
+
+    def __str__(self) -> str:
+        why = ", ".join(f"{n} {reason}" for reason, n in self.fallbacks.most_common()) or "none"
+        mean = f", {1000 * self.server_seconds / self.offloaded:.1f} ms per offloaded frame" if self.offloaded else ""
+        return (f"{self.frames} frame(s): {self.offloaded} offloaded, {self.local} local; fallbacks: {why}"
+                f"{mean}; {self.bytes_up / 1e6:.1f} MB up, {self.bytes_down / 1e6:.1f} MB down")
+
+
+def read_token(path: str | Path) -> str:
+    """The token in a file (its first line), as ``edge-deblur token add`` printed it."""
+    text = Path(path).read_text().strip()
+    if not text:
+        raise ValueError(f"{path}: empty token file")
+    return text.splitlines()[0].strip()
+
+
+class Offload:
+    """``Offload(OffloadConfig(url, token), local=Deblurrer.load())(frame)``."""
+
+    def __init__(self, config: OffloadConfig, local: Method, client: V2Client | None = None, clock=time.monotonic):
+        self.config, self.local = config, local
+        self.client = client or V2Client(config.url, config.token)
+        self.summary = OffloadSummary()
+        self._clock = clock
+        self._local_until = 0.0
+        self._lock = threading.Lock()  # one frame on the wire at a time: order is the caller's order
+
+    def _fallback(self, frame: np.ndarray, reason: str) -> np.ndarray:
+        self.summary.local += 1
+        self.summary.fallbacks[reason] += 1
+        return self.local(frame)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            return self._fallback(frame, "frame not 8-bit RGB")  # what the server's model takes
+        with self._lock:
+            now = self._clock()
+            if now < self._local_until:
+                return self._fallback(frame, "backing off")
+            try:
+                exchange = self.client.infer(self.config.model, self.config.input_name, frame[None],
+                                             timeout=self.config.deadline_s)
+            except Unreachable as e:
+                if not e.timed_out:
+                    self._local_until = now + self.config.probe_after_s
+                return self._fallback(frame, "deadline missed" if e.timed_out else "server unreachable")
+            except RemoteError as e:
+                if e.status in (429, 503):
+                    wait = e.retry_after if e.retry_after is not None else self.config.probe_after_s
+                    self._local_until = now + min(wait, self.config.max_backoff_s)
+                elif e.status in (401, 403):
+                    self._local_until = now + self.config.max_backoff_s  # a token does not fix itself
+                return self._fallback(frame, f"HTTP {e.status}")
+            except (ValueError, KeyError, TypeError) as e:  # an answer that is not a V2 response
+                return self._fallback(frame, f"bad answer ({type(e).__name__})")
+            result = exchange.output
+            if result.shape != (1, *frame.shape) or result.dtype != np.uint8:
+                return self._fallback(frame, "bad answer (shape)")
+            self.summary.offloaded += 1
+            self.summary.server_seconds += exchange.seconds
+            self.summary.bytes_up += exchange.bytes_up
+            self.summary.bytes_down += exchange.bytes_down
+            return result[0]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,174 @@
+"""The board's side of offload: frames through `edge-deblur serve`, and every way the server can fail
+(dead, killed mid-stream, refusing, slow, wrong token) ending with the frame done locally, in order.
+
+Frames are 64x64 crops of a real photo; the server and the board both run the bundled teacher, so a
+frame's result is the same (within one 8-bit step) whichever side made it, and a frame given the
+wrong result, lost or out of order shows."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed (pip install -e '.[test]')")
+
+from edge_deblur.model import Deblurrer  # noqa: E402
+from edge_deblur.partition import Offload, OffloadConfig, V2Client, read_token  # noqa: E402
+from edge_deblur.serve.limits import Limits  # noqa: E402
+from edge_deblur.serve.registry import ModelRegistry, TensorSpec  # noqa: E402
+from edge_deblur.serve.server import RunningServer, ServeConfig  # noqa: E402
+from edge_deblur.serve.tokens import add_token  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def frames(photo):
+    return [np.ascontiguousarray(photo[y:y + 64, x:x + 64]) for y, x in [(0, 0), (100, 50), (200, 200), (300, 120),
+                                                                         (400, 400), (50, 300)]]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return Deblurrer.load("teacher", threads=1)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _close(a, b):
+    return np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offload_through_the_server_matches_local(frames, teacher, tmp_path):
+    tokens = tmp_path / "tokens.json"
+    token_file = tmp_path / "device.token"
+    token_file.write_text(add_token(tokens, "device") + "\n")
+    with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
+        offload = Offload(OffloadConfig(f"http://{s.http_url}", read_token(token_file), deadline_s=20), local=teacher)
+        outputs = [offload(f) for f in frames]
+        offload.close()
+    assert offload.summary.offloaded == len(frames) and offload.summary.local == 0
+    assert offload.summary.bytes_up > len(frames) * 64 * 64 * 3  # raw frames, lossless
+    for frame, out in zip(frames, outputs):
+        assert out.shape == frame.shape and _close(out, teacher(frame))
+    assert "6 offloaded, 0 local" in str(offload.summary)
+
+
+def test_dead_server_falls_back_and_probes_again(frames, teacher):
+    clock = _Clock()
+    calls = []
+    local = lambda f: calls.append(1) or teacher(f)
+    offload = Offload(OffloadConfig(f"http://127.0.0.1:{_free_port()}", deadline_s=2, probe_after_s=5),
+                      local=local, clock=clock)
+    out = offload(frames[0])
+    assert _close(out, teacher(frames[0])) and offload.summary.fallbacks["server unreachable"] == 1
+    clock.now = 1.0
+    offload(frames[1])
+    assert offload.summary.fallbacks["backing off"] == 1  # no connection attempt within probe_after_s
+    clock.now = 6.0
+    offload(frames[2])
+    assert offload.summary.fallbacks["server unreachable"] == 2  # probed again, still dead
+    assert len(calls) == 3 and offload.summary.offloaded == 0
+
+
+def test_server_killed_mid_stream_loses_no_frame_and_keeps_order(frames, teacher):
+    server = RunningServer(ServeConfig(port=0, grpc_port=None, threads=1)).start()
+    offload = Offload(OffloadConfig(f"http://{server.http_url}", deadline_s=20), local=teacher)
+    stream = frames * 2
+    outputs = []
+    for i, frame in enumerate(stream):
+        if i == 4:
+            server.stop()
+        outputs.append(offload(frame))
+    assert len(outputs) == len(stream)
+    for frame, out in zip(stream, outputs):
+        assert _close(out, teacher(frame))
+    assert offload.summary.offloaded == 4 and offload.summary.local == len(stream) - 4
+    assert set(offload.summary.fallbacks) <= {"server unreachable", "backing off"}
+
+
+def test_wrong_token_and_rate_limit_fall_back(frames, teacher, tmp_path):
+    tokens = tmp_path / "tokens.json"
+    token = add_token(tokens, "device")
+    config = ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1, limits=Limits(rate=0.2, burst=1))
+    with RunningServer(config) as s:
+        wrong = Offload(OffloadConfig(f"http://{s.http_url}", "edb_wrong", deadline_s=20), local=teacher)
+        assert _close(wrong(frames[0]), teacher(frames[0]))
+        assert wrong.summary.fallbacks["HTTP 401"] == 1
+        clock = _Clock()
+        right = Offload(OffloadConfig(f"http://{s.http_url}", token, deadline_s=20), local=teacher, clock=clock)
+        outs = [right(f) for f in frames[:3]]
+    assert right.summary.offloaded == 1 and right.summary.fallbacks["HTTP 429"] == 1
+    assert right.summary.fallbacks["backing off"] == 1  # Retry-After obeyed
+    assert all(_close(o, teacher(f)) for o, f in zip(outs, frames))
+
+
+class _SlowImageModel:
+    """``deblur`` that answers x + 1 when the test lets it: a server that is slow or full on demand."""
+
+    name, version, platform = "deblur", "1", "test"
+    inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
+    outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
+
+    def __init__(self):
+        self.gate = threading.Event()
+
+    def predict(self, inputs, parameters):
+        self.gate.wait(10)
+        return {"image": inputs["image"] + 1}
+
+
+def test_deadline_miss_and_full_queue_fall_back_without_mixing_answers(frames):
+    model = _SlowImageModel()
+    registry = ModelRegistry()
+    registry.add(model)
+    local = lambda f: f.copy()  # the board's own result is the frame; the server's is frame + 1
+    config = ServeConfig(port=0, grpc_port=None, limits=Limits(workers=1, max_queue=0, rate=0))
+    with RunningServer(config, registry=registry) as s:
+        offload = Offload(OffloadConfig(f"http://{s.http_url}", deadline_s=0.3, probe_after_s=0), local=local)
+        first = offload(frames[0])  # the model waits: the deadline passes
+        assert np.array_equal(first, frames[0]) and offload.summary.fallbacks["deadline missed"] == 1
+        second = offload(frames[1])  # the first is still computing: no room (workers 1, queue 0)
+        assert np.array_equal(second, frames[1]) and offload.summary.fallbacks["HTTP 503"] == 1
+        model.gate.set()
+        for _ in range(50):  # the first frame's late answer comes and is dropped
+            if s.engine.admission.admitted == 0:
+                break
+            threading.Event().wait(0.05)
+        offload.config = OffloadConfig(offload.config.url, deadline_s=10, probe_after_s=0)
+        offload._local_until = 0.0
+        third = offload(frames[2])  # its own answer, not the late one for frames[0]
+        assert np.array_equal(third, frames[2] + 1) and offload.summary.offloaded == 1
+    assert offload.summary.frames == 3
+
+
+def test_client_reads_the_only_output_whatever_its_name(frames):
+    class Renamed(_SlowImageModel):
+        outputs = [TensorSpec("deblurred", "UINT8", (1, -1, -1, 3))]  # as the Triton export names it
+
+        def predict(self, inputs, parameters):
+            return {"deblurred": inputs["image"] + 1}
+
+    registry = ModelRegistry()
+    registry.add(Renamed())
+    with RunningServer(ServeConfig(port=0, grpc_port=None), registry=registry) as s:
+        client = V2Client(f"http://{s.http_url}")
+        assert client.ready("deblur")
+        exchange = client.infer("deblur", "image", frames[0][None], timeout=10)
+        as_json = client.infer("deblur", "image", frames[0][None], timeout=10, binary=False)
+        client.close()
+    assert np.array_equal(exchange.output[0], frames[0] + 1) and np.array_equal(as_json.output, exchange.output)
+    assert as_json.bytes_up > 3 * exchange.bytes_up  # what JSON tensors cost on the wire
