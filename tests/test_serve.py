@@ -444,3 +444,28 @@ def test_registry_refuses_and_protocol_errors_carry_status():
     assert registry.metadata("deblur")["platform"] == "edge-deblur_litert"
     with pytest.raises(ProtocolError, match="no version '7'"):
         registry.get("deblur", "7")
+
+
+def test_tls_https_and_grpc(tmp_path, pair):
+    import shutil
+    import ssl
+
+    from edge_deblur.partition import V2Client
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                           "-out", str(cert)], capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    config = ServeConfig(port=0, grpc_port=0, threads=1, tls_cert=cert, tls_key=key)
+    with RunningServer(config) as s:
+        frame = pair[0][None]
+        trusted = ssl.create_default_context(cafile=str(cert))
+        result = V2Client(f"https://{s.http_url}", ssl_context=trusted).infer("deblur", "image", frame, timeout=30)
+        assert result.output.shape == frame.shape
+        with pytest.raises(Exception):  # plain HTTP to a TLS port gets no answer
+            V2Client(f"http://{s.http_url}").infer("deblur", "image", frame, timeout=5)
+        client = tgrpc.InferenceServerClient(s.grpc_url, ssl=True, root_certificates=str(cert))
+        assert client.is_server_live()

@@ -59,12 +59,20 @@ def test_offload_through_the_server_matches_local(frames, teacher, tmp_path):
     with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
         offload = Offload(OffloadConfig(f"http://{s.http_url}", read_token(token_file), deadline_s=20), local=teacher)
         outputs = [offload(f) for f in frames]
+        gray = np.ascontiguousarray(frames[0].mean(axis=2).astype(np.uint8))
+        gray_out = offload(gray)
+        rgba = np.concatenate([frames[1], np.full((64, 64, 1), 7, np.uint8)], axis=2)
+        rgba_out = offload(rgba)
+        deep = offload(frames[2].astype(np.uint16) * 257)  # 16-bit: the server's model takes 8-bit
         offload.close()
-    assert offload.summary.offloaded == len(frames) and offload.summary.local == 0
+    assert gray_out.shape == gray.shape and _close(gray_out, teacher(gray))
+    assert rgba_out.shape == rgba.shape and _close(rgba_out, teacher(rgba)) and (rgba_out[..., 3] == 7).all()
+    assert deep.dtype == np.uint16 and offload.summary.fallbacks["frame not 8-bit"] == 1
+    assert offload.summary.offloaded == len(frames) + 2 and offload.summary.local == 1
     assert offload.summary.bytes_up > len(frames) * 64 * 64 * 3  # raw frames, lossless
     for frame, out in zip(frames, outputs):
         assert out.shape == frame.shape and _close(out, teacher(frame))
-    assert "6 offloaded, 0 local" in str(offload.summary)
+    assert "8 offloaded, 1 local; fallbacks: 1 frame not 8-bit" in str(offload.summary)
 
 
 def test_dead_server_falls_back_and_probes_again(frames, teacher):

@@ -84,32 +84,59 @@ class Offload:
         return self.local(frame)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The deblurred frame, same shape and dtype. 8-bit frames go to the server (a gray one as
+        three equal channels, averaged back, as the local runtime does; RGBA keeps its alpha);
+        16-bit and float frames stay local, since the server's model takes 8-bit RGB."""
         frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            return self._fallback(frame, "frame not 8-bit RGB")  # what the server's model takes
+        if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
+            return self._fallback(frame, "frame not 8-bit")
+        if frame.ndim == 2 or frame.shape[2] == 1:
+            gray = frame if frame.ndim == 2 else frame[..., 0]
+            rgb = self._offload(np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), frame)
+            if rgb is None:
+                return self.local(frame)
+            mean = np.rint(rgb.mean(axis=2, dtype=np.float32)).astype(np.uint8)
+            return mean if frame.ndim == 2 else mean[..., None]
+        if frame.shape[2] == 4:
+            rgb = self._offload(np.ascontiguousarray(frame[..., :3]), frame)
+            return self.local(frame) if rgb is None else np.concatenate([rgb, frame[..., 3:]], axis=2)
+        rgb = self._offload(frame, frame)
+        return self.local(frame) if rgb is None else rgb
+
+    def _offload(self, rgb: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+        """The server's result for ``rgb``, or None after counting why the board does ``frame``."""
+        result = self._remote(rgb)
+        if isinstance(result, str):
+            self.summary.local += 1
+            self.summary.fallbacks[result] += 1
+            return None
+        return result
+
+    def _remote(self, frame: np.ndarray) -> np.ndarray | str:
+        """The server's result, or the reason there is none."""
         with self._lock:
             now = self._clock()
             if now < self._local_until:
-                return self._fallback(frame, "backing off")
+                return "backing off"
             try:
                 exchange = self.client.infer(self.config.model, self.config.input_name, frame[None],
                                              timeout=self.config.deadline_s)
             except Unreachable as e:
                 if not e.timed_out:
                     self._local_until = now + self.config.probe_after_s
-                return self._fallback(frame, "deadline missed" if e.timed_out else "server unreachable")
+                return "deadline missed" if e.timed_out else "server unreachable"
             except RemoteError as e:
                 if e.status in (429, 503):
                     wait = e.retry_after if e.retry_after is not None else self.config.probe_after_s
                     self._local_until = now + min(wait, self.config.max_backoff_s)
                 elif e.status in (401, 403):
                     self._local_until = now + self.config.max_backoff_s  # a token does not fix itself
-                return self._fallback(frame, f"HTTP {e.status}")
+                return f"HTTP {e.status}"
             except (ValueError, KeyError, TypeError) as e:  # an answer that is not a V2 response
-                return self._fallback(frame, f"bad answer ({type(e).__name__})")
+                return f"bad answer ({type(e).__name__})"
             result = exchange.output
             if result.shape != (1, *frame.shape) or result.dtype != np.uint8:
-                return self._fallback(frame, "bad answer (shape)")
+                return "bad answer (shape)"
             self.summary.offloaded += 1
             self.summary.server_seconds += exchange.seconds
             self.summary.bytes_up += exchange.bytes_up

@@ -7,6 +7,7 @@ extra; each handler imports what it needs and says which extra is missing.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def cmd_token(args) -> int:
 
     if args.action == "add":
         token = add_token(args.tokens, args.name)
-        print(token)
-        print(f"token '{args.name}' added to {args.tokens}; it is shown only now (the file keeps its hash)", flush=True)
+        print(token, flush=True)  # alone on stdout: `token add NAME --tokens F > NAME.token` keeps just the token
+        print(f"token '{args.name}' added to {args.tokens}; it is shown only now (the file keeps its hash)",
+              file=sys.stderr)
     elif args.action == "revoke":
         count = revoke_token(args.tokens, args.name)
         print(f"revoked {count} token(s) named '{args.name}' in {args.tokens}")
