@@ -50,6 +50,9 @@ class ConvertConfig:
 
     teacher: str = "teacher"
     target: str = "rpi5"
+    # The teacher's value range, as converters.ranges.parse_input_range reads it ("0-1", "0-255",
+    # "-1-1", "MEAN,STD"); empty: its sidecar's, else detected.
+    input_range: str = ""
     out: str = ""  # default: build/<target>
     seed: int = 0
     crops: int = 6000  # distillation set size
@@ -77,14 +80,15 @@ class ConvertConfig:
     calibration: int = 128  # representative crops for INT8 calibration
     eval_photos: int | None = None  # held-out photos to validate on (None: all 24)
     eval_crop: int = 256
-    timing_rounds: int = 15
+    timing_rounds: int = 15  # interleaved rounds per repeat of the side-by-side timing
+    timing_repeats: int = 5  # repeats, each giving its own expected latency: their range is the timing noise
     quick: bool = False
     reuse: str = ""  # another conversion's output folder: its steps with the same fingerprint are taken, not rerun
 
     @classmethod
     def quick_config(cls, **overrides) -> ConvertConfig:
         fast = dict(crops=64, crop=64, distill_steps=30, finetune_crops=16, finetune_crop=128, finetune_batch_size=2,
-                    finetune_steps=20, qat_steps=10, batch_size=8, calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, quick=True)
+                    finetune_steps=20, qat_steps=10, batch_size=8, calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, timing_repeats=3, quick=True)
         return cls(**{**fast, **overrides})
 
     @property
@@ -179,9 +183,11 @@ class Conversion:
         if self._teacher is None:
             from converters.distill import load_teacher_source
 
-            self._teacher = load_teacher_source(self.config.teacher)
-            _log(f"teacher {self._teacher.source}: {self._teacher.kind}, {self._teacher.layout}, "
-                 f"values {self._teacher.value_range}, {self._teacher.macs / 1e9:.2f}G MACs per 640x480 frame")
+            t = self._teacher = load_teacher_source(self.config.teacher, self.config.input_range)
+            size = (f", fixed {t.fixed_size[0]}x{t.fixed_size[1]} input: run on windows of that size, overlap {t.overlap}"
+                    if t.fixed_size else "")
+            _log(f"teacher {t.source}: {t.kind}, {t.layout}{size}, values {t.value_range} ({t.range_decided}), "
+                 f"{t.macs / 1e9:.2f}G MACs per 640x480 frame")
         return self._teacher
 
     def run_step(self, step: str, fingerprint: str, body) -> dict:
@@ -251,8 +257,13 @@ class Conversion:
         c = self.config
         count, crop, seed = (c.crops, c.crop, c.seed) if step == "data" else (c.finetune_crops, c.finetune_crop, c.seed + 1)
         path = self.work / REUSABLE_STEPS[step]
-        fp = _fingerprint("data-v2", self.teacher.fingerprint, count, crop, seed,
-                          self.teacher.predict_features is not None)  # whether the set holds hint features
+        # How the teacher is run (range, layout, window size, overlap, stride) joins the key when it is
+        # not the bundled teacher's way (0-1, NHWC, any size), so that earlier runs of the bundled
+        # teacher keep their steps while any change of range or size redoes everything downstream.
+        t = self.teacher
+        how = [] if (t.value_range, t.layout, t.fixed_size) == ("0-1", "NHWC", None) else [t.run_fingerprint]
+        fp = _fingerprint("data-v2", t.fingerprint, count, crop, seed,
+                          t.predict_features is not None, *how)  # whether the set holds hint features
 
         def body():
             make_distill_set(self.teacher, count, crop, seed, path, log=_log)
@@ -456,7 +467,6 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
     from converters.reference import expected_ms, host_cpu, mobilenet_v2_tflite, tflite_macs, time_side_by_side
     from edge_deblur import Deblurrer
     from edge_deblur.metrics import psnr, ssim
-    from edge_deblur.model import MODELS_DIR
     from targets import MOBILENET_V2_MACS
 
     c, target, teacher = conversion.config, conversion.target, conversion.teacher
@@ -479,17 +489,20 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
         return (float(np.mean([psnr(s, o) for s, o in zip(sharp, outputs[label])])),
                 float(np.mean([ssim(s, o) for s, o in zip(sharp, outputs[label])])))
 
-    # Latency: the final student, MobileNetV2 INT8 and (when it ships as TFLite) the teacher, side by side.
+    # Latency: the final student and MobileNetV2 INT8 side by side, in ``timing_repeats`` repeats whose
+    # spread is the estimate's noise; the teacher apart (it can take seconds a frame), for the plot.
     frame = (1, target.frame[1], target.frame[0], 3)
     timed = {"student": (files.get("int8_tflite", files["float_tflite"]), frame),
              "student_float": (files["float_tflite"], frame), "mobilenet": (mobilenet_v2_tflite(), None)}
-    teacher_tflite = MODELS_DIR / f"{c.teacher}.tflite"
-    if teacher.kind == "bundled" and teacher_tflite.exists():
-        timed["teacher"] = (teacher_tflite, frame)
-    timing = time_side_by_side(timed, threads=threads, rounds=c.timing_rounds).medians_ms
+    side = time_side_by_side(timed, threads=threads, rounds=c.timing_rounds, repeats=c.timing_repeats)
+    timing = dict(side.medians_ms)
     mobilenet_target = target.reference.mobilenet_ms
+    teacher_timing = _time_teacher(conversion, frame, threads)
+    timing.update({k: v for k, v in teacher_timing.items() if k == "teacher"})
 
     def expected(name):
+        if name == "teacher":
+            return teacher_timing.get("teacher_expected")
         return round(expected_ms(timing[name], timing["mobilenet"], mobilenet_target), 2) if name in timing else None
 
     rows = []
@@ -506,6 +519,10 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
     by = {r["method"]: r for r in rows}
     teacher_gain = by["teacher"]["psnr"] - by["blurred"]["psnr"]
     student_gain = by[final_label]["psnr"] - by["blurred"]["psnr"]
+    teacher_vs_input = float(np.mean([psnr(b, t) for b, t in zip(outputs["blurred"], outputs["teacher"])]))
+    teacher_warnings = teacher_problems(teacher_gain, teacher_vs_input)
+    for warning in teacher_warnings:
+        _log(f"warning: {warning}")
 
     student_macs = tflite_macs(files.get("int8_tflite", files["float_tflite"]), target.frame[1], target.frame[0])
     int8_vs_float = None
@@ -518,8 +535,16 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
     student_rate = student_macs / (timing["student"] / 1e3)
     mobilenet_rate = MOBILENET_V2_MACS / (timing["mobilenet"] / 1e3)
     expected_student = expected("student")
+    repeats = [expected_ms(s, m, mobilenet_target) for s, m in zip(side.repeat_ms["student"], side.repeat_ms["mobilenet"])]
+    spread = [round(min(repeats), 2), round(max(repeats), 2)]
+    latency_check = latency_verdict(expected_student, spread, target.latency_budget_ms)
     latency = {"host": host_cpu(), "threads": threads, "student_ms": round(timing["student"], 2),
                "mobilenet_ms": round(timing["mobilenet"], 2), "expected_ms": expected_student,
+               "expected_ms_range": spread, "expected_ms_repeats": [round(v, 2) for v in repeats],
+               "repeats": side.repeats, "rounds_per_repeat": c.timing_rounds,
+               "student_ms_range": [round(min(side.repeat_ms["student"]), 2), round(max(side.repeat_ms["student"]), 2)],
+               "mobilenet_ms_range": [round(min(side.repeat_ms["mobilenet"]), 2), round(max(side.repeat_ms["mobilenet"]), 2)],
+               "verdict": latency_check,
                "expected_fps": round(1000 / expected_student, 1), "budget_ms": target.latency_budget_ms,
                "mobilenet_target_ms": mobilenet_target, "mobilenet_kind": target.reference.mobilenet_kind,
                "basis": target.reference.mobilenet_basis, "student_macs_per_s": round(student_rate),
@@ -528,16 +553,21 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
         latency["basis"] += (" The student is timed here as float TFLite against MobileNetV2 INT8: on the target it "
                              f"runs {target.precision} under {', '.join(target.providers)}, so this is a conservative proxy.")
     mac_reduction = teacher.macs / student_macs if teacher.macs else None
+    gain_detail = (f"student {student_gain:+.2f} dB, teacher {teacher_gain:+.2f} dB over the blurred input"
+                   + ("" if teacher_gain > 0 else ": the teacher has no gain to keep"))
     checks = [
         {"name": f"keeps >= {GAIN_KEPT:.0%} of the teacher's PSNR gain", "passed": bool(teacher_gain > 0 and student_gain >= GAIN_KEPT * teacher_gain),
-         "detail": f"student +{student_gain:.2f} dB, teacher +{teacher_gain:.2f} dB over the blurred input"},
+         "detail": gain_detail},
         {"name": f">= {MAC_REDUCTION:.0f}x fewer MACs than the teacher", "passed": bool(mac_reduction and mac_reduction >= MAC_REDUCTION),
          "detail": f"{student_macs / 1e6:.0f}M vs {teacher.macs / 1e6:.0f}M MACs per 640x480 frame" if teacher.macs else "teacher MACs unknown"},
         {"name": "MACs within the target's budget", "passed": bool(student_macs <= target.mac_budget),
          "detail": f"{student_macs / 1e6:.0f}M <= {target.mac_budget / 1e6:.0f}M"},
         {"name": "expected latency within the target's budget", "passed": bool(expected_student <= target.latency_budget_ms),
-         "detail": f"{expected_student:.1f} ms ({1000 / expected_student:.1f} fps) vs {target.latency_budget_ms} ms "
-                   f"(MobileNetV2 reference: {target.reference.mobilenet_kind})"},
+         "within_noise": latency_check == "within noise",
+         "detail": f"{expected_student:.1f} ms ({1000 / expected_student:.1f} fps; {spread[0]:.1f}-{spread[1]:.1f} ms over "
+                   f"{side.repeats} repeats) vs {target.latency_budget_ms} ms"
+                   + (": within noise, the budget lies inside the repeats' range" if latency_check == "within noise" else "")
+                   + f" (MobileNetV2 reference: {target.reference.mobilenet_kind})"},
     ]
     if conversion.int8:  # both INT8 on the same interpreter; a float student against INT8 MobileNetV2 says nothing
         checks.append({"name": "achieved MAC rate within 2x of MobileNetV2's", "passed": bool(student_rate >= 0.5 * mobilenet_rate),
@@ -561,8 +591,8 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
         "target": {"name": target.name, "cpu": target.cpu, "runtime": target.runtime, "precision": target.precision,
                    "threads": target.threads, "latency_budget_ms": target.latency_budget_ms,
                    "mac_budget": target.mac_budget},
-        "teacher": {"source": teacher.source, "kind": teacher.kind, "macs": teacher.macs,
-                    "value_range": teacher.value_range, "layout": teacher.layout},
+        "teacher": {**teacher.describe(), "psnr_vs_input": round(teacher_vs_input, 2), "warnings": teacher_warnings,
+                    "timing": teacher_timing.get("how")},
         "student": {"base": {"widths": list(spec.widths), "blocks": list(spec.blocks), "middle": spec.middle,
                              "attention": spec.attention, "macs": prune_record["base_macs"]},
                     "widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle,
@@ -583,8 +613,62 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
     }
     card["steps"]["validate"] = {"seconds": round(time.monotonic() - started, 1)}
     for check in checks:
-        _log(f"  {'pass' if check['passed'] else 'FAIL'}  {check['name']}: {check['detail']}")
+        _log(f"  {check_status(check)}  {check['name']}: {check['detail']}")
     return card
+
+
+TEACHER_UNCHANGED_DB = 60.0  # PSNR of the teacher's output against its input above this: it does nothing
+
+
+def teacher_problems(gain_db: float, psnr_vs_input_db: float) -> list[str]:
+    """What the report must say about a teacher that leaves its input as it is or makes it worse."""
+    problems = []
+    if psnr_vs_input_db > TEACHER_UNCHANGED_DB:
+        problems.append(f"the teacher does not change its input ({psnr_vs_input_db:.1f} dB PSNR from the blurred input): "
+                        "is its value range right (--input-range)?")
+    elif gain_db <= 0:
+        problems.append(f"the teacher does not improve on the blurred input ({gain_db:+.2f} dB): a student distilled "
+                        "from it learns no deblurring")
+    return problems
+
+
+def latency_verdict(expected: float, spread: list[float], budget: float) -> str:
+    """"within" or "over" the budget when every repeat agrees, "within noise" when the budget lies
+    inside the repeats' range: the timing noise is larger than the margin, so the check cannot tell."""
+    if spread[0] <= budget <= spread[1] and spread[0] < spread[1]:
+        return "within noise"
+    return "within" if expected <= budget else "over"
+
+
+def check_status(check: dict) -> str:
+    """pass, FAIL, or noise: a check whose margin is inside its measurement's spread."""
+    return "noise" if check.get("within_noise") else "pass" if check["passed"] else "FAIL"
+
+
+def _time_teacher(conversion: Conversion, frame: tuple[int, ...], threads: int) -> dict:
+    """The teacher's latency on one target frame here (median of 3, after one warm-up): through
+    LiteRT beside MobileNetV2 when it is a resizable TFLite file (the bundled teacher's export, or
+    the user's), so it gets an expected latency on the target too; otherwise its own runtime's
+    (TensorFlow, onnxruntime), for this host only."""
+    from converters.reference import expected_ms, mobilenet_v2_tflite, time_side_by_side
+    from edge_deblur.model import MODELS_DIR
+
+    teacher, c = conversion.teacher, conversion.config
+    tflite = MODELS_DIR / f"{c.teacher}.tflite" if teacher.kind == "bundled" else Path(c.teacher)
+    if tflite.suffix == ".tflite" and tflite.is_file() and teacher.fixed_size is None and teacher.layout == "NHWC":
+        side = time_side_by_side({"teacher": (tflite, frame), "mobilenet": (mobilenet_v2_tflite(), None)},
+                                 threads=threads, rounds=3, warmup=1).medians_ms
+        return {"teacher": side["teacher"], "how": f"LiteRT, {tflite.name}, beside MobileNetV2",
+                "teacher_expected": round(expected_ms(side["teacher"], side["mobilenet"],
+                                                      conversion.target.reference.mobilenet_ms), 2)}
+    image = np.random.default_rng(0).random((1, frame[1], frame[2], 3), dtype=np.float32)
+    teacher.predict(image)
+    seconds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        teacher.predict(image)
+        seconds.append(time.perf_counter() - started)
+    return {"teacher": 1000.0 * float(np.median(seconds)), "how": f"{teacher.kind} runtime on this host"}
 
 
 def ship(out: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -613,7 +697,7 @@ def convert(config: ConvertConfig) -> dict:
 def config_from_args(args) -> ConvertConfig:
     overrides = {k: v for k, v in {"distill_steps": args.distill_steps, "finetune_steps": args.finetune_steps,
                                    "crops": args.crops, "learning_rate": args.learning_rate,
-                                   "reuse": args.reuse}.items() if v is not None}
+                                   "reuse": args.reuse, "input_range": args.input_range}.items() if v is not None}
     base = dict(teacher=args.teacher, target=args.target, out=args.out, seed=args.seed, **overrides)
     return ConvertConfig.quick_config(**base) if args.quick else ConvertConfig(**base)
 

@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,27 +100,38 @@ class _Timed:
 
 @dataclass(frozen=True)
 class SideBySide:
-    """Median milliseconds of models timed in interleaved rounds on one host."""
+    """Median milliseconds of models timed in interleaved rounds on one host, overall and per
+    repeat (``repeat_ms[name][r]``: the median of repeat ``r``'s rounds)."""
 
     medians_ms: dict[str, float]
     rounds: int
     threads: int
+    repeat_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def repeats(self) -> int:
+        return len(next(iter(self.repeat_ms.values()), [])) or 1
 
 
 def time_side_by_side(models: dict[str, tuple[Path, tuple[int, ...] | None]], *, threads: int,
-                      rounds: int = 20, warmup: int = 3) -> SideBySide:
+                      rounds: int = 20, warmup: int = 3, repeats: int = 1) -> SideBySide:
     """Time each ``name: (tflite path, input shape or None)`` once per round, round after round, with
-    the same LiteRT settings and threads; report medians. Interleaving makes a busy host (another
-    job, frequency changes) slow all models alike, so their ratio stays meaningful."""
+    the same LiteRT settings and threads; report medians, overall and for each of ``repeats``
+    consecutive blocks of ``rounds`` rounds. Interleaving makes a busy host (another job, frequency
+    changes) slow all models alike, so their ratio stays meaningful; the spread of the repeats'
+    ratios is what is left of the noise."""
     timed = {name: _Timed(Path(path), shape, threads) for name, (path, shape) in models.items()}
     for _ in range(warmup):
         for run in timed.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(rounds):
+    for _ in range(rounds * repeats):
         for name, run in timed.items():
             samples[name].append(run())
-    return SideBySide({name: 1000.0 * float(np.median(s)) for name, s in samples.items()}, rounds, threads)
+    per_repeat = {name: [1000.0 * float(np.median(s[r * rounds : (r + 1) * rounds])) for r in range(repeats)]
+                  for name, s in samples.items()}
+    return SideBySide({name: 1000.0 * float(np.median(s)) for name, s in samples.items()}, rounds * repeats, threads,
+                      per_repeat)
 
 
 def expected_ms(student_ms_here: float, mobilenet_ms_here: float, mobilenet_ms_target: float) -> float:

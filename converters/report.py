@@ -410,21 +410,44 @@ _Block = _Para | _Table | _Items | _Code | _Figure
 _Section = tuple[str, list[_Block]]
 
 
+def _signed_db(value: float | None) -> str:
+    """Decibels with their sign (a gain can be negative)."""
+    return _num(value, 2, " dB") if not _finite(value) else f"{value:+.2f} dB"
+
+
+def _spread_text(latency: dict) -> str:
+    """The expected latency's range over the timing repeats, when it was measured."""
+    spread, repeats = latency.get("expected_ms_range"), latency.get("repeats")
+    if not spread or not all(_finite(v) for v in spread):
+        return ""
+    return f"{_ms_value(spread[0])}-{_ms(spread[1])} over {repeats} repeats"
+
+
 def _verdict(card: dict) -> str:
-    """One paragraph: gain kept, MAC reduction, expected speed against the budget, INT8 agreement
-    and the checks."""
+    """One paragraph: gain kept (or why there is none to keep), MAC reduction, expected speed
+    against the budget (within noise when the budget lies inside the timing spread), INT8
+    agreement and the checks."""
     quality, student, latency = card["quality"], card["student"], card["latency"]
     budget, expected = _budget_ms(card), latency.get("expected_ms")
-    sentences = [
-        f"The student keeps {_percent(quality.get('gain_kept'))} of the teacher's gain over the blurred "
-        f"input ({_db(quality.get('student_gain_db'))} of {_db(quality.get('teacher_gain_db'))} "
-        f"on {quality['dataset']}, {quality['pairs']} pairs) with {_num(student.get('mac_reduction'), 1, 'x')} "
-        f"fewer MACs ({_macs(student.get('macs'))} vs {_macs(card['teacher'].get('macs'))} per 640x480 frame)."
-    ]
+    teacher_gain, student_gain = quality.get("teacher_gain_db"), quality.get("student_gain_db")
+    macs = (f"{_num(student.get('mac_reduction'), 1, 'x')} fewer MACs ({_macs(student.get('macs'))} vs "
+            f"{_macs(card['teacher'].get('macs'))} per 640x480 frame)")
+    where = f"on {quality['dataset']}, {quality['pairs']} pairs"
+    if _finite(teacher_gain) and teacher_gain > 0 and _finite(quality.get("gain_kept")):
+        first = (f"The student keeps {_percent(quality.get('gain_kept'))} of the teacher's gain over the blurred "
+                 f"input ({_signed_db(student_gain)} of {_signed_db(teacher_gain)} {where}) with {macs}.")
+    else:
+        first = (f"The teacher does not improve on the blurred input ({_signed_db(teacher_gain)} {where}), so there "
+                 f"is no teacher's gain for the student to keep; the student's own gain is {_signed_db(student_gain)}, "
+                 f"with {macs}.")
+    sentences = [first]
     if _finite(expected) and _finite(budget):
-        verdict = "within" if expected <= budget else f"{expected / budget:.1f}x over"
-        sentences.append(f"On {card['target']['name']} it is expected to take {_ms(expected)} ({_fps(expected)}), "
-                         f"{verdict} the budget of {_ms(budget)} ({_fps(budget)}).")
+        noise = latency.get("verdict") == "within noise"
+        verdict = ("within noise of" if noise else "within" if expected <= budget else f"{expected / budget:.1f}x over")
+        spread = _spread_text(latency)
+        sentences.append(f"On {card['target']['name']} it is expected to take {_ms(expected)} ({_fps(expected)}"
+                         f"{'; ' + spread if spread else ''}), {verdict} the budget of {_ms(budget)} ({_fps(budget)})"
+                         + (": the timing noise is larger than the margin, so this host cannot tell." if noise else "."))
     int8 = card.get("int8_vs_float")
     if int8:
         sentences.append(f"INT8 agrees with the float student at {_db(int8.get('psnr_db'))} PSNR, "
@@ -433,12 +456,49 @@ def _verdict(card: dict) -> str:
     else:
         sentences.append("There is no INT8 model to compare with the float one.")
     checks = card.get("checks") or []
-    failed = [c["name"] for c in checks if not c.get("passed")]
+    failed = [c["name"] for c in checks if not c.get("passed") and not c.get("within_noise")]
+    noise = [c["name"] for c in checks if c.get("within_noise")]
+    if noise:
+        sentences.append(f"Within timing noise: {', '.join(map(str, noise))}.")
     if failed:
         sentences.append(f"{len(failed)} of {len(checks)} checks FAILED: {', '.join(map(str, failed))}.")
-    elif checks:
+    elif checks and not noise:
         sentences.append(f"All {len(checks)} checks passed.")
     return " ".join(sentences)
+
+
+def _teacher_text(teacher: dict) -> str:
+    """The teacher's form, layout, input size and value range, and how the range was decided."""
+    parts = [f"Teacher: {teacher['source']} ({teacher['kind']})"]
+    if teacher.get("layout"):
+        parts.append(f"layout {teacher['layout']}")
+    fixed = teacher.get("fixed_size")
+    if fixed:
+        parts.append(f"fixed input {fixed[0]}x{fixed[1]}, run on windows of that size overlapping by "
+                     f"{teacher.get('overlap', 0)} px")
+    elif "fixed_size" in teacher:
+        parts.append("any input size")
+    if teacher.get("value_range"):
+        decided = str(teacher.get("range_decided", "detected"))
+        text = f"values {teacher['value_range']} ({decided}"
+        detection = teacher.get("detection")
+        if detection:
+            text += f": {detection.get('summary', '')}"
+            if detection.get("ambiguous"):
+                text += "; AMBIGUOUS, state it with --input-range"
+        parts.append(text + ")")
+    return ", ".join(parts) + "."
+
+
+def _warnings(card: dict) -> list[_Block]:
+    """What must be read first: a teacher that does nothing or harm, an ambiguous value range."""
+    teacher = card["teacher"]
+    items = [("warning", str(w)) for w in teacher.get("warnings") or []]
+    detection = teacher.get("detection") or {}
+    if detection.get("ambiguous"):
+        items.append(("warning", f"the teacher's value range is ambiguous ({detection.get('summary', '')}); "
+                                 "state it with --input-range"))
+    return [_Items(items)] if items else []
 
 
 def _summary(card: dict) -> list[_Block]:
@@ -448,7 +508,8 @@ def _summary(card: dict) -> list[_Block]:
         f"Created {card['created']}. Target {target['name']}: {target['cpu']}; {target['runtime']}, "
         f"{target['precision']}, {target['threads']} threads; budget {_ms(_budget_ms(card))} "
         f"({_fps(_budget_ms(card))}), {_macs(target.get('mac_budget'))} MACs. "
-        f"Teacher: {teacher['source']} ({teacher['kind']})."
+
+        + _teacher_text(teacher)
     )]
 
 
@@ -461,8 +522,12 @@ def _quality(card: dict, svg: str) -> list[_Block]:
                f"expected on {name} (ms)"]
     return [
         _Para(f"{quality['dataset']}, {quality['pairs']} pairs. Gain over the blurred input: teacher "
-              f"{_db(quality.get('teacher_gain_db'))}, student {_db(quality.get('student_gain_db'))} "
-              f"({_percent(quality.get('gain_kept'))} kept)."),
+              f"{_signed_db(quality.get('teacher_gain_db'))}, student {_signed_db(quality.get('student_gain_db'))} "
+              + (f"({_percent(quality.get('gain_kept'))} kept)." if _finite(quality.get("gain_kept"))
+                 else "(no teacher's gain to keep).")
+              + (f" The teacher's output is {_db(card['teacher']['psnr_vs_input'])} PSNR from its input."
+                 if _finite(card["teacher"].get("psnr_vs_input")) else "")
+              + (f" Teacher latency: {card['teacher']['timing']}." if card["teacher"].get("timing") else "")),
         _Table(headers, rows, [False] + [True] * 5),
         _Figure(svg, f"PSNR against expected latency on {name}"),
     ]
@@ -506,6 +571,12 @@ def _latency(card: dict) -> list[_Block]:
         f"to take {_ms(lat.get('expected_ms'))} ({_fps(lat.get('expected_ms'))}) against a budget of "
         f"{_ms(lat.get('budget_ms'))}. Basis: {str(lat['basis']).rstrip('.')}."
     )
+    if _spread_text(lat):
+        text += (f" Timing noise: the side-by-side timing was repeated {lat.get('repeats')} times "
+                 f"({lat.get('rounds_per_repeat')} interleaved rounds each); the expected latency ranged over "
+                 f"{_spread_text(lat)} (median {_ms(lat.get('expected_ms'))})"
+                 + (", and the budget lies inside that range: the check reads \"within noise\"."
+                    if lat.get("verdict") == "within noise" else "."))
     caveat = (
         f"Achieved MAC rates here: student {_gmacs(lat.get('student_macs_per_s'))}, MobileNetV2 "
         f"{_gmacs(lat.get('mobilenet_macs_per_s'))}, ratio {_num(lat.get('mac_rate_ratio'), 2)}. The scaling "
@@ -517,6 +588,9 @@ def _latency(card: dict) -> list[_Block]:
         ["MobileNetV2-224 INT8, this host", _ms_value(lat.get("mobilenet_ms"))],
         [f"MobileNetV2-224 on {name} ({kind})", _ms_value(lat.get("mobilenet_target_ms"))],
         [f"student expected on {name}", _ms_value(lat.get("expected_ms"))],
+        *([[f"student expected on {name}, range over repeats",
+            f"{_ms_value(lat['expected_ms_range'][0])}-{_ms_value(lat['expected_ms_range'][1])}"]]
+          if _spread_text(lat) else []),
         [f"budget on {name}", _ms_value(lat.get("budget_ms"))],
     ]
     return [_Para(text), _Table(["", "ms"], rows, [False, True]), _Para(caveat)]
@@ -538,8 +612,8 @@ def _steps(card: dict) -> list[_Block]:
 
 def _checks(card: dict) -> list[_Block]:
     """The acceptance checks, failures marked."""
-    items = [("pass" if c.get("passed") else "FAIL", f"{c['name']}: {c.get('detail', '')}")
-             for c in card.get("checks") or []]
+    items = [("noise" if c.get("within_noise") else "pass" if c.get("passed") else "FAIL",
+              f"{c['name']}: {c.get('detail', '')}") for c in card.get("checks") or []]
     return [_Items(items) if items else _Para("No checks were run.")]
 
 
@@ -552,6 +626,7 @@ def _document(card: dict, svg: str) -> tuple[str, list[_Section]]:
     """The report's title and sections, independent of the output format."""
     return f"edge-deblur convert: {card['name']}", [
         ("", _summary(card)),
+        *([("Warnings", _warnings(card))] if _warnings(card) else []),
         ("Verdict", [_Para(_verdict(card))]),
         ("Quality", _quality(card, svg)),
         ("Model", _model(card)),
@@ -581,7 +656,7 @@ def _md_block(block: _Block) -> str:
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
             return "\n".join(lines)
         case _Items(items):
-            return "\n".join(f"- **{m}** {t}" if m == "FAIL" else f"- {m} {t}" for m, t in items)
+            return "\n".join(f"- **{m}** {t}" if m in ("FAIL", "warning") else f"- {m} {t}" for m, t in items)
         case _Code(text, language):
             # A fence longer than any backtick run in the text cannot be closed early by it.
             fence = "`" * max(3, _longest_backticks(text) + 1)
@@ -637,7 +712,7 @@ def _html_block(block: _Block) -> str:
             body = "\n".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
             return f"<table>\n<thead><tr>{cells('th', headers)}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
         case _Items(items):
-            lines = [f'<li class="fail"><strong class="fail">{e(m)}</strong> {e(t)}</li>' if m == "FAIL"
+            lines = [f'<li class="fail"><strong class="fail">{e(m)}</strong> {e(t)}</li>' if m in ("FAIL", "warning")
                      else f"<li>{e(m)} {e(t)}</li>" for m, t in items]
             return "<ul>\n" + "\n".join(lines) + "\n</ul>"
         case _Code(text, _):

@@ -178,12 +178,18 @@ def cmd_convert(args) -> int:
         raise EdgeDeblurError(f"edge-deblur convert needs the host toolchain, which is not installed here ({e}); "
                               "on a workstation with Python 3.12: pip install 'edge-deblur[convert]' from a checkout") from e
     card = convert(config_from_args(args))
-    failed = [c["name"] for c in card["checks"] if not c["passed"]]
-    q = card["quality"]
+    noise = [c["name"] for c in card["checks"] if c.get("within_noise")]
+    failed = [c["name"] for c in card["checks"] if not c["passed"] and not c.get("within_noise")]
+    q, lat = card["quality"], card["latency"]
+    kept = f"{q['gain_kept']:.0%} of the teacher's {q['teacher_gain_db']:+.2f} dB" if q["gain_kept"] is not None else \
+        f"the teacher's own gain is {q['teacher_gain_db']:+.2f} dB: nothing to keep"
     print(f"{card['name']}: {card['student']['macs'] / 1e6:.0f}M MACs ({card['student']['mac_reduction']}x fewer than the teacher), "
-          f"+{q['student_gain_db']:.2f} dB ({(q['gain_kept'] or 0):.0%} of the teacher's +{q['teacher_gain_db']:.2f} dB), "
-          f"expected {card['latency']['expected_ms']:.1f} ms on {card['target']['name']}")
-    print(f"checks: {len(card['checks']) - len(failed)}/{len(card['checks'])} passed" + (f"; failed: {'; '.join(failed)}" if failed else ""))
+          f"{q['student_gain_db']:+.2f} dB ({kept}), expected {lat['expected_ms']:.1f} ms "
+          f"({lat['expected_ms_range'][0]:.1f}-{lat['expected_ms_range'][1]:.1f} over {lat['repeats']} repeats) on {card['target']['name']}")
+    for warning in card["teacher"].get("warnings", []):
+        print(f"warning: {warning}")
+    print(f"checks: {len(card['checks']) - len(failed) - len(noise)}/{len(card['checks'])} passed"
+          + (f"; within noise: {'; '.join(noise)}" if noise else "") + (f"; failed: {'; '.join(failed)}" if failed else ""))
     print(f"report: {Path(args.out or f'build/{args.target}') / 'report.html'}")
     return 0
 
@@ -239,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("convert", help="distill, prune and quantize a teacher into a student for a target (host toolchain)")
-    p.add_argument("--teacher", default="teacher", help="the bundled teacher's name, a .keras or an .onnx file")
+    p.add_argument("--teacher", default="teacher", help="the bundled teacher's name, a .keras, .onnx or .tflite file, "
+                   "or a TensorFlow SavedModel folder")
+    p.add_argument("--input-range", metavar="RANGE", help="the values the teacher expects: 0-1, 0-255, -1-1 (x/127.5-1) "
+                   "or MEAN,STD of [0, 1] values (default: its sidecar's, else detected)")
     p.add_argument("--target", required=True, help="target profile in targets/: rpi4, rpi5, jetson-orin, x86")
     p.add_argument("-o", "--out", default="", help="output folder (default build/TARGET); running again resumes")
     p.add_argument("--quick", action="store_true", help="the whole chain in about a minute (CI, smoke tests)")

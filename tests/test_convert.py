@@ -90,6 +90,32 @@ def test_card_reports_quality_latency_and_checks(quick):
     gain_check = next(c for c in card["checks"] if "90%" in c["name"])
     assert gain_check["passed"] == (card["quality"]["gain_kept"] >= 0.9)
     assert "student (INT8)" in (quick / "report.md").read_text()
+    # The timing is repeated (3 repeats of 3 rounds in --quick): the expected latency's range over
+    # the repeats holds their median-of-all estimate, and the check knows whether it is within noise.
+    assert latency["repeats"] == 3 and len(latency["expected_ms_repeats"]) == 3
+    lo, hi = latency["expected_ms_range"]
+    assert lo == min(latency["expected_ms_repeats"]) and hi == max(latency["expected_ms_repeats"])
+    latency_check = next(c for c in card["checks"] if "expected latency" in c["name"])
+    assert latency_check["within_noise"] == (lo <= latency["budget_ms"] <= hi and lo < hi)
+    # The bundled teacher is read as ours (0-1, NHWC, any size), timed through its TFLite export
+    # beside MobileNetV2 and so placed on the plot at its expected latency.
+    teacher = card["teacher"]
+    assert (teacher["value_range"], teacher["range_decided"], teacher["layout"], teacher["fixed_size"]) == \
+        ("0-1", "bundled", "NHWC", None)
+    assert rows["teacher"]["expected_ms"] > rows["student (INT8)"]["expected_ms"] > 0
+    assert teacher["warnings"] == [] and 20 < teacher["psnr_vs_input"] < 60
+
+
+def test_teacher_problems_and_latency_verdict():
+    from converters.convert import latency_verdict, teacher_problems
+
+    assert teacher_problems(1.2, 31.0) == []
+    assert "does not change its input (79.0 dB" in teacher_problems(0.0, 79.0)[0]
+    assert "does not improve on the blurred input (-0.30 dB)" in teacher_problems(-0.3, 35.0)[0]
+    # The two runs of one architecture: 57.9 and 67.1 ms against 66.7 ms.
+    assert latency_verdict(62.0, [57.9, 67.1], 66.7) == "within noise"
+    assert latency_verdict(57.9, [57.0, 58.8], 66.7) == "within"
+    assert latency_verdict(67.1, [66.9, 67.4], 66.7) == "over"
 
 
 def test_shipped_int8_student_runs_in_the_runtime_on_a_photo(quick, photo):

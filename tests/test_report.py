@@ -240,3 +240,71 @@ def test_methods_without_latency_are_tabled_but_not_plotted(card):
                                     "psnr_vs_teacher": 28.3, "latency_ms_here": None, "expected_ms": None})
     assert not any("Wiener" in t for t in _texts(quality_latency_svg(card)))
     assert "| classical (Wiener) | 25.01 | 0.741 |" in report_markdown(card)
+
+
+# --- issue 16: how the teacher was read, a teacher without gain, timing noise ---------------------
+
+
+def _foreign_teacher(card: dict) -> dict:
+    """The card of a fixed-size tf2onnx teacher whose range was detected."""
+    card["teacher"] = {
+        "source": "mobile_deblur.onnx", "kind": "onnx", "macs": 5_610_000_000, "layout": "NHWC",
+        "fixed_size": [256, 256], "overlap": 128, "multiple": 16, "value_range": "-1-1", "range_decided": "detected",
+        "detection": {"chosen": "-1-1", "runner_up": "0-1", "margin": 0.84, "margin_kind": "dB", "ambiguous": False,
+                      "summary": "-1-1 (gain +1.10 dB, change 6.0 grey levels rms); +0.84 dB of gain over 0-1",
+                      "candidates": []},
+        "psnr_vs_input": 31.2, "warnings": [], "timing": "onnx runtime on this host"}
+    return card
+
+
+def test_report_shows_the_teachers_layout_size_and_range_with_its_margin(card):
+    md = report_markdown(_foreign_teacher(card))
+    assert "Teacher: mobile_deblur.onnx (onnx), layout NHWC, fixed input 256x256, run on windows of that size " \
+           "overlapping by 128 px, values -1-1 (detected: -1-1 (gain +1.10 dB" in md
+    assert "+0.84 dB of gain over 0-1" in md and "AMBIGUOUS" not in md and "## Warnings" not in md
+    card["teacher"]["range_decided"], card["teacher"]["detection"] = "stated (--input-range)", None
+    assert "values -1-1 (stated (--input-range))" in report_markdown(card)
+
+
+def test_an_ambiguous_range_and_a_teacher_that_does_nothing_are_warned(card):
+    card = _foreign_teacher(card)
+    card["teacher"]["detection"]["ambiguous"] = True
+    card["teacher"]["warnings"] = ["the teacher does not change its input (79.0 dB PSNR from the blurred input): "
+                                   "is its value range right (--input-range)?"]
+    md = report_markdown(card)
+    assert "## Warnings" in md and "- **warning** the teacher does not change its input (79.0 dB" in md
+    assert "- **warning** the teacher's value range is ambiguous" in md and "AMBIGUOUS, state it with --input-range" in md
+    assert md.index("## Warnings") < md.index("## Verdict")
+    assert '<strong class="fail">warning</strong>' in report_html(card)
+
+
+@pytest.mark.parametrize("teacher_gain", [0.0, -0.35])
+def test_verdict_reads_right_when_the_teacher_has_no_gain(card, teacher_gain):
+    card["quality"].update(teacher_gain_db=teacher_gain, student_gain_db=-0.12, gain_kept=None)
+    md = report_markdown(card)
+    verdict = md.split("## Verdict\n\n")[1].split("\n")[0]
+    assert f"The teacher does not improve on the blurred input ({teacher_gain:+.2f} dB" in verdict
+    assert "no teacher's gain for the student to keep; the student's own gain is -0.12 dB" in verdict
+    assert "The student keeps" not in verdict and "—" not in verdict  # no "keeps — of the teacher's gain"
+    assert "(no teacher's gain to keep)" in md
+
+
+def test_the_teacher_is_on_the_plot(card):
+    """At its latency on this host (hollow) when only that is known, like any method."""
+    labels = _texts(quality_latency_svg(card), "label")
+    assert "teacher 27.13 dB (latency on this host)" in labels
+
+
+def test_latency_within_noise_is_said_so(card):
+    card["latency"].update(expected_ms=66.2, expected_ms_range=[57.9, 67.1], repeats=5, rounds_per_repeat=15,
+                           verdict="within noise")
+    card["checks"][1] = {"name": "expected latency within the target's budget", "passed": True, "within_noise": True,
+                         "detail": "66.2 ms; 57.9-67.1 ms over 5 repeats vs 66.7 ms: within noise"}
+    md = report_markdown(card)
+    assert "(15.1 fps; 57.9-67.1 ms over 5 repeats), within noise of the budget of 66.7 ms" in md
+    assert "the timing noise is larger than the margin" in md
+    assert "- noise expected latency within the target's budget" in md
+    assert "Within timing noise: expected latency within the target's budget." in md
+    assert "repeated 5 times (15 interleaved rounds each); the expected latency ranged over 57.9-67.1 ms" in md
+    assert "| student expected on rpi5, range over repeats | 57.9-67.1 |" in md
+    assert "1 of 3 checks FAILED" in md  # the gain check; the noisy one is not counted as failed

@@ -279,9 +279,15 @@ def test_detect_value_range_recovers_each_convention():
         return run
 
     for convention in VALUE_RANGES:
-        assert detect_value_range(deblurrer(convention), (blurred, sharp)) == convention
-    assert detect_value_range(lambda x: x, (blurred, sharp)) == "0-1"  # a tie: the first convention
-    assert detect_value_range(lambda x: np.full_like(x, np.nan), (blurred, sharp)) == "0-1"  # all infinite
+        found = detect_value_range(deblurrer(convention), (blurred, sharp))
+        assert found.chosen == convention and not found.ambiguous
+        # Fed its own range it restores the sharp crops; in the others it gives noisy images, each
+        # far from the sharp crops (or saturated): the margin is many dB or a runner-up that is no image.
+        assert found.margin is None or found.margin > 3
+    identity = detect_value_range(lambda x: x, (blurred, sharp))  # changes nothing under any convention
+    assert identity.chosen == "0-1" and identity.ambiguous and "less than half a grey level" in identity.summary
+    broken = detect_value_range(lambda x: np.full_like(x, np.nan), (blurred, sharp))
+    assert broken.ambiguous and "no image" in broken.summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +335,7 @@ def test_missing_file_is_refused(tmp_path):
 def test_unsupported_format_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"\x80\x02 a pickle, say")
-    with pytest.raises(ModelError, match="unsupported teacher format '.pt'"):
+    with pytest.raises(ModelError, match=r"unsupported teacher format '.pt' \(expected a bundled name, .keras, .onnx, .tflite"):
         load_teacher_source(path)
 
 
