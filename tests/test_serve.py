@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -469,3 +470,31 @@ def test_tls_https_and_grpc(tmp_path, pair):
             V2Client(f"http://{s.http_url}").infer("deblur", "image", frame, timeout=5)
         client = tgrpc.InferenceServerClient(s.grpc_url, ssl=True, root_certificates=str(cert))
         assert client.is_server_live()
+
+
+def test_gzip_request_and_slow_body(tokens, pair):
+    config = ServeConfig(port=0, grpc_port=None, tokens=tokens[0], threads=1, limits=Limits(timeout_s=1.0, rate=0))
+    with RunningServer(config) as s:
+        client = thttp.InferenceServerClient(s.http_url)
+        inp = thttp.InferInput("image", [1, 64, 64, 3], "UINT8")
+        inp.set_data_from_numpy(pair[0][None])
+        zipped = client.infer("deblur", [inp], headers=_auth(tokens), request_compression_algorithm="gzip")
+        plain = client.infer("deblur", [inp], headers=_auth(tokens))
+        np.testing.assert_array_equal(zipped.as_numpy("image"), plain.as_numpy("image"))
+
+        # a client that announces 1000 bytes and sends 10 is cut off after the timeout, with 408
+        host, port = s.http_url.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall((f"POST /v2/models/deblur/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                          f"Authorization: Bearer {tokens[1]['alice']}\r\n\r\n").encode() + b"0123456789")
+            started = time.monotonic()
+            reply = b""
+            while b"}" not in reply:  # headers and the JSON body may come in separate packets
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode(errors="replace")
+        assert reply.startswith("HTTP/1.1 408") and "not received within" in reply
+        assert time.monotonic() - started < 5
+        assert _post(s.http_url, "/v2/health/live", None)[0] == 200

@@ -121,7 +121,11 @@ def create_app(engine: Engine) -> FastAPI:
         guard(request)
         served = engine.registry.get(model, version)
         try:
-            body = await _read_body(request, engine.limits.max_request_bytes)
+            try:  # a client that trickles its body (slowloris) holds a connection, not the server
+                body = await asyncio.wait_for(_read_body(request, engine.limits.max_request_bytes),
+                                              engine.limits.timeout_s)
+            except asyncio.TimeoutError:
+                raise ProtocolError(f"request body not received within {engine.limits.timeout_s:g} s", status=408) from None
             header_length = _header_length(request)
             decoded = await asyncio.to_thread(decode_request, body, header_length)
             engine.check_outputs(served, decoded.outputs)

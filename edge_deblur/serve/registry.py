@@ -66,6 +66,7 @@ def check_inputs(model, inputs: dict[str, np.ndarray], max_pixels: int) -> None:
         if free and min(free) < 1:
             raise ProtocolError(f"model '{model.name}' input '{name}': empty shape {list(arr.shape)}")
         pixels = math.prod(free)
+        max_pixels = min(max_pixels, getattr(model, "max_pixels", max_pixels))
         if pixels > max_pixels:
             raise ProtocolError(f"model '{model.name}' input '{name}': {pixels} pixels, this server takes "
                                 f"at most {max_pixels}")
@@ -115,6 +116,7 @@ class KernelModel:
     ``kernel_size`` (an odd integer) fixes k; else the estimator chooses."""
 
     platform = "edge-deblur_python"
+    max_pixels = 1024 * 1024  # a keyframe crop; estimation time grows with it (seconds at 640x480)
 
     def __init__(self, estimate_kernel, name: str = "kernel", version: str = "1"):
         self.name, self.version = name, version
