@@ -180,3 +180,70 @@ def test_client_reads_the_only_output_whatever_its_name(frames):
         client.close()
     assert np.array_equal(exchange.output[0], frames[0] + 1) and np.array_equal(as_json.output, exchange.output)
     assert as_json.bytes_up > 3 * exchange.bytes_up  # what JSON tensors cost on the wire
+
+
+def test_planner_picks_offload_on_a_fast_link_and_local_on_a_slow_one(frames, teacher):
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serve_link import LinkProxy
+
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    def slow_board(frame):  # a board three times slower than the server's share of this host
+        start = time.perf_counter()
+        out = teacher(frame)
+        time.sleep(2 * (time.perf_counter() - start) + 0.15)
+        return out
+
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1)) as s:
+        host, port = s.http_url.split(":")
+        chosen = {}
+        for name, one_way in (("fast link", 0.0), ("slow link", 0.6)):
+            link = LinkProxy((host, int(port)), one_way_s=one_way)
+            offload = Offload(OffloadConfig(f"http://127.0.0.1:{link.port}", deadline_s=10), local=teacher)
+            planner = Planner({"local": slow_board, "offload": offload}, PlannerConfig(reprobe_every=4))
+            stream = frames * 2
+            outputs = [planner(f) for f in stream]
+            offload.close()
+            link.close()
+            assert all(_close(o, teacher(f)) for o, f in zip(outputs, stream))  # every frame, in order
+            chosen[name] = planner.summary
+            assert planner.summary.reasons[("local", "first measurement")] == 2
+    # after two measurements of each (and a re-probe of the other now and then), the fast link
+    # offloads and the slow one (1.2 s round trip) stays local
+    fast, slow = chosen["fast link"].reasons, chosen["slow link"].reasons
+    assert fast[("offload", "fastest expected")] >= 5 and fast[("local", "fastest expected")] == 0, str(chosen)
+    assert slow[("local", "fastest expected")] >= 5 and slow[("offload", "fastest expected")] == 0, str(chosen)
+
+
+def test_planner_reprobes_and_respects_the_deadline(frames):
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock = _Clock()
+    cost = {"local": 0.5, "offload": 0.1}
+
+    def mode(name):
+        def run(frame):
+            clock.now += cost[name]
+            return frame
+        return run
+
+    planner = Planner({"local": mode("local"), "offload": mode("offload")},
+                      PlannerConfig(deadline_s=0.3, reprobe_every=5, alpha=1.0), clock=clock)
+    for _ in range(12):
+        planner(frames[0])
+    assert planner.summary.reasons[("local", "first measurement")] == 2
+    assert planner.summary.reasons[("offload", "first measurement")] == 2
+    assert planner.summary.reasons[("local", "re-probe")] >= 1  # the loser is measured again
+    assert planner.summary.frames["offload"] >= 8
+    cost["offload"] = 2.0  # the link degrades: offload's next measurement prices it out
+    for _ in range(6):
+        planner(frames[0])
+    # local (0.5 s) misses the 0.3 s deadline too, so the board keeps the frame: never lost
+    mode, reason = planner.choose(frames[0].shape)
+    assert mode == "local" and reason.startswith("none meets the deadline") and planner.summary.reasons[
+        ("local", "none meets the deadline")] >= 1
+    assert planner.estimates[("offload", frames[0].shape)] == 2.0
