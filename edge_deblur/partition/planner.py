@@ -5,7 +5,8 @@ mode's cost depends on the pixels; Neurosurgeon fits regressions offline, here t
 the measurement). A frame goes to the mode with the lowest expected time; each mode is measured
 twice first, ``local`` first, and the first run is not kept: it pays the cold start (a connection,
 the interpreter's allocation for a new size) that later frames do not. A mode not chosen for ``reprobe_every`` frames is run once
-so its estimate follows a changing link (and a server that came back). A mode whose expected time
+so its estimate follows a changing link (and a server that came back); each re-probe that finds it
+still losing doubles its interval (to 64x), since on a slow link every probe is a slow frame. A mode whose expected time
 passes the frame deadline is skipped while one that meets it exists; when none does, the least
 late one runs. Every choice and its reason
 are counted (``PlannerSummary``) and logged at debug level.
@@ -56,6 +57,7 @@ class Planner:
         self.estimates: dict[tuple[str, tuple], float] = {}  # (mode, frame shape) -> seconds
         self._last_run: dict[tuple[str, tuple], int] = {}
         self._runs: Counter = Counter()  # (mode, frame shape) -> frames measured
+        self._reprobe: dict[tuple[str, tuple], int] = {}  # frames between re-probes, doubled while a mode keeps losing
         self._frame = 0
         self.summary = PlannerSummary()
 
@@ -64,7 +66,8 @@ class Planner:
         unmeasured = [m for m in self.modes if self._runs[(m, shape)] < 2]
         if unmeasured:
             return unmeasured[0], "first measurement"
-        stale = [m for m in self.modes if self._frame - self._last_run[(m, shape)] >= self.config.reprobe_every]
+        stale = [m for m in self.modes if self._frame - self._last_run[(m, shape)] >=
+                 self._reprobe.get((m, shape), self.config.reprobe_every)]
         if stale:
             return stale[0], "re-probe"
         expected = {m: self.estimates[(m, shape)] for m in self.modes}
@@ -86,6 +89,11 @@ class Planner:
         previous = self.estimates.get(key) if self._runs[key] >= 2 else None  # the cold first run is replaced
         self.estimates[key] = seconds if previous is None else (1 - self.config.alpha) * previous + self.config.alpha * seconds
         self._runs[key] += 1
+        if reason == "re-probe":  # a mode that still loses is probed half as often: probes cost frames
+            others = [t for (m, sh), t in self.estimates.items() if sh == shape and m != mode]
+            still_loses = bool(others) and self.estimates[key] > min(others)
+            interval = self._reprobe.get(key, self.config.reprobe_every)
+            self._reprobe[key] = min(interval * 2, 64 * self.config.reprobe_every) if still_loses else self.config.reprobe_every
         self._last_run[key] = self._frame
         self._frame += 1
         self.summary.frames[mode] += 1
