@@ -245,8 +245,22 @@ class Conversion:
         return STUDENTS[self.target.name]
 
     def mac_budget(self) -> int:
-        """The target's budget, and never more than a tenth of the teacher's MACs (DESIGN.md)."""
-        return int(min(self.target.mac_budget, self.teacher.macs / MAC_REDUCTION if self.teacher.macs else np.inf))
+        """The target's budget, and never more than a tenth of the teacher's MACs (DESIGN.md), but
+        not below the smallest student pruning can reach (every level at ``min_width``): a small
+        teacher (a mobile model of a few GMACs) then gets that smallest student, and the card's
+        ">= 10x fewer MACs" check says by how much it is missed."""
+        from converters.student import student_macs
+
+        budget = int(min(self.target.mac_budget, self.teacher.macs / MAC_REDUCTION if self.teacher.macs else np.inf))
+        spec = self.base_spec()
+        smallest = student_macs(replace(spec, widths=tuple(min(self.config.min_width, w) for w in spec.widths)).build())
+        if budget < smallest:
+            if not getattr(self, "_small_teacher_said", False):
+                _log(f"warning: a tenth of the teacher's {self.teacher.macs / 1e6:.0f}M MACs is below the smallest "
+                     f"student ({smallest / 1e6:.0f}M, every level {self.config.min_width} wide): pruning to that")
+                self._small_teacher_said = True
+            return int(smallest)
+        return budget
 
     def data(self, step: str = "data") -> tuple[str, Path]:
         """The distillation set (``data``: ``crops`` crops of ``crop`` pixels), or the fine-tuning

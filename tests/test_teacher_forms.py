@@ -248,6 +248,7 @@ def test_a_changed_range_redoes_the_data_in_place_and_through_reuse(inner, folde
     path = _keras_file(T.wrapped(inner, "-1-1"), folder / "pm1.keras")
     quick = dict(teacher=str(path), target="rpi5", crops=8, finetune_crops=4)
     first = Conversion(ConvertConfig.quick_config(out=str(tmp_path / "a"), input_range="-1-1", **quick))
+    assert first.mac_budget() == 159_822_336  # a tenth of 973M is below the smallest student: that one
     fp_first, _ = first.data()
     again = Conversion(ConvertConfig.quick_config(out=str(tmp_path / "a"), input_range="-1-1", **quick))
     assert again.data()[0] == fp_first and "[data] done earlier" in capsys.readouterr().err
@@ -260,3 +261,30 @@ def test_a_changed_range_redoes_the_data_in_place_and_through_reuse(inner, folde
     assert "[data] taken from" not in capsys.readouterr().err
     same = Conversion(ConvertConfig.quick_config(out=str(tmp_path / "c"), input_range="0-255", reuse=str(tmp_path / "a"), **quick))
     assert same.data()[0] == fp_other and "[data] taken from" in capsys.readouterr().err
+
+
+def test_quick_conversion_of_a_fixed_size_tflite_teacher(fixed_tflite, tmp_path, capsys):
+    """The whole chain on a fixed 64x64 TFLite teacher in x/127.5-1, as a user runs it: the range is
+    detected, every teacher run goes through 64x64 windows (data, validation, the latency on a
+    640x480 frame), and the card and report say so. The teacher (973M MACs) is too small for a
+    student with 10x fewer MACs: the smallest student is made and the 10x check fails, saying by
+    how much."""
+    out = tmp_path / "fixed"
+    assert main(["convert", "--teacher", str(fixed_tflite), "--target", "rpi5", "--quick", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "value range detected: -1-1" in captured.err and "fixed 64x64 input" in captured.err
+    assert "below the smallest student (160M" in captured.err
+    card = json.loads((out / "model_card.json").read_text())
+    teacher = card["teacher"]
+    assert (teacher["kind"], teacher["fixed_size"], teacher["overlap"], teacher["value_range"],
+            teacher["range_decided"]) == ("tflite", [TILE, TILE], TILE // 2, "-1-1", "detected")
+    assert card["student"]["widths"] == [16, 16, 16]
+    ten_x = next(c for c in card["checks"] if "10x" in c["name"])
+    assert not ten_x["passed"] and "160M vs 973M" in ten_x["detail"]
+    rows = {r["method"]: r for r in card["quality"]["rows"]}
+    assert rows["teacher"]["latency_ms_here"] > 0 and rows["teacher"]["expected_ms"] is None  # fixed: not on LiteRT's frame
+    assert teacher["timing"] == "tflite runtime on this host"
+    md = (out / "report.md").read_text()
+    assert "fixed input 64x64, run on windows of that size overlapping by 32 px, values -1-1 (detected: -1-1" in md
+    svg = (out / "quality_latency.svg").read_text()
+    assert "teacher " in svg and "(latency on this host)" in svg
