@@ -247,3 +247,28 @@ def test_planner_reprobes_and_respects_the_deadline(frames):
     assert mode == "local" and reason.startswith("none meets the deadline") and planner.summary.reasons[
         ("local", "none meets the deadline")] >= 1
     assert planner.estimates[("offload", frames[0].shape)] == 2.0
+
+
+def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
+    from edge_deblur.partition import partitioned_method
+
+    tokens = tmp_path / "tokens.json"
+    token_file = tmp_path / "cam.token"
+    token_file.write_text(add_token(tokens, "cam") + "\n")
+    assert partitioned_method(teacher, None).summary() == "all frames local"
+    with pytest.raises(ValueError, match="needs a server"):
+        partitioned_method(teacher, None, mode="offload")
+    with pytest.raises(ValueError, match="expected one of"):
+        partitioned_method(teacher, "http://127.0.0.1:1", mode="split")
+    with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
+        for mode in ("offload", "auto"):
+            method = partitioned_method(teacher, f"http://{s.http_url}", token_file, mode=mode, deadline_s=20)
+            outs = [method(f) for f in frames]
+            method.close()
+            assert all(_close(o, teacher(f)) for o, f in zip(outs, frames))
+            assert "offload:" in method.summary() and ("planner:" in method.summary()) == (mode == "auto")
+            if mode == "offload":
+                assert method.offload.summary.offloaded == len(frames)
+    reasons = method.planner.summary.reasons  # auto: each mode measured twice before it chooses
+    assert reasons[("local", "first measurement")] == 2 and reasons[("offload", "first measurement")] == 2
+    assert sum(method.planner.summary.frames.values()) == len(frames)

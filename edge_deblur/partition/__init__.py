@@ -5,12 +5,15 @@ does not. Standard library and numpy only: nothing beyond the runtime's install.
 - ``client``: a KServe V2 client (HTTP, binary tensors) that works with ``edge-deblur serve`` and Triton;
 - ``offload``: mode ``offload`` (frame up, result down) with local fallback and a summary;
 - ``planner``: per frame, the mode expected fastest (moving averages of measured frame times,
-  re-probed), within the frame deadline when one is given.
+  re-probed), within the frame deadline when one is given;
+- ``methods``: ``partitioned_method(local, server, token_file, mode)``, what a CLI's
+  ``--server URL --token-file F --mode auto|local|offload`` becomes.
 """
 
 from .client import RemoteError, Unreachable, V2Client
 from .offload import Offload, OffloadConfig, OffloadSummary, read_token
+from .methods import MODES, PartitionedMethod, partitioned_method
 from .planner import Planner, PlannerConfig, PlannerSummary
 
 __all__ = ["V2Client", "RemoteError", "Unreachable", "Offload", "OffloadConfig", "OffloadSummary", "read_token",
-           "Planner", "PlannerConfig", "PlannerSummary"]
+           "Planner", "PlannerConfig", "PlannerSummary", "MODES", "PartitionedMethod", "partitioned_method"]
