@@ -151,7 +151,7 @@ def fixed_tflite(inner, folder) -> Path:
 def test_fixed_size_windows_match_a_whole_run(dynamic_tflite, fixed_tflite, image):
     """The network's receptive radius is 3 px, under the 8 px each window keeps around the pixels
     taken from it, so the blended windows give the whole-image result to float rounding (measured
-    max 1e-6; 1e-5 allowed), on a frame of 4x5 windows and on one smaller than a window."""
+    max 6e-8; 1e-5 allowed), on a frame of 4x5 windows and on one smaller than a window."""
     whole = load_teacher_source(dynamic_tflite, "-1-1")
     tiled = load_teacher_source(fixed_tflite, "-1-1")
     assert whole.fixed_size is None and tiled.fixed_size == (TILE, TILE) and tiled.overlap == TILE // 2
@@ -180,7 +180,7 @@ def test_int8_tflite_teacher(inner, folder, image):
     """Full INT8 (int8 in and out), calibrated on real crops in its own range: the teacher
     quantizes its input and dequantizes its output with the model's parameters, the range is
     still detected, and it stays within INT8 rounding of the float network (measured mean
-    |difference| 0.003)."""
+    |difference| 0.005, max 0.16 at a few edge pixels)."""
     blurred, _ = T.training_pairs(count=16, crop=TILE, seed=3)
     model = T.wrapped(inner, "-1-1", (TILE, TILE))
     path = T.tflite(model, folder / "int8.tflite", representative=blurred * 2 - 1)
