@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import heapq
 import socket
+import struct
 import threading
 import time
 
 
 class LinkProxy:
-    def __init__(self, target: tuple[str, int], one_way_s: float = 0.0, rate_bytes_s: float | None = None):
+    def __init__(self, target: tuple[str, int], one_way_s: float = 0.0, rate_bytes_s: float | None = None,
+                 reset_after_bytes: int | None = None):
+        """``reset_after_bytes``: once that many bytes came back from the server on a connection, the
+        proxy resets both sides (RST), as a dropped mobile link or a crashing middlebox does."""
         self.target, self.one_way_s, self.rate = target, one_way_s, rate_bytes_s
+        self.reset_after = reset_after_bytes
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -32,11 +37,12 @@ class LinkProxy:
                 client.close()
                 continue
             self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                self._pump(src, dst)
+            self._pump(client, upstream)
+            self._pump(upstream, client, reset=(client, upstream) if self.reset_after is not None else None)
 
-    def _pump(self, src: socket.socket, dst: socket.socket):
+    def _pump(self, src: socket.socket, dst: socket.socket, reset=None):
         due: list[tuple[float, int, bytes]] = []
+        passed = [0]
         ready = threading.Condition()
         seq = iter(range(1 << 62))
 
@@ -68,6 +74,16 @@ class LinkProxy:
                 if self.rate:  # serialisation at the link's rate
                     sent_at = max(sent_at, time.monotonic()) + len(data) / self.rate
                     time.sleep(max(0.0, sent_at - time.monotonic()))
+                if reset is not None and passed[0] + len(data) > self.reset_after:
+                    for s in reset:  # SO_LINGER 0: the close sends RST instead of FIN
+                        try:
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            s.shutdown(socket.SHUT_RD)  # wakes the other direction's recv, sends nothing
+                        except OSError:
+                            pass
+                        s.close()
+                    return
+                passed[0] += len(data)
                 try:
                     dst.sendall(data)
                 except OSError:
