@@ -430,8 +430,13 @@ def test_kernel_model_when_the_blind_engine_exists(pair):
         client = thttp.InferenceServerClient(s.http_url, network_timeout=120)
         inp = thttp.InferInput("image", [1, *gray.shape], "UINT8")
         inp.set_data_from_numpy(gray[None])
-        kernel = client.infer("kernel", [inp]).as_numpy("kernel")
-    assert kernel.ndim == 2 and kernel.shape[0] == kernel.shape[1] and kernel.dtype == np.float32
+        kernel = client.infer("kernel", [inp], parameters={"kernel_size": 15}).as_numpy("kernel")
+        with pytest.raises(InferenceServerException, match="model 'kernel'") as e:  # the estimator's ValueError
+            client.infer("kernel", [inp], parameters={"kernel_size": 41})
+        assert e.value.status() == "400"
+        with pytest.raises(InferenceServerException, match="odd positive integer"):
+            client.infer("kernel", [inp], parameters={"kernel_size": 14})
+    assert kernel.shape == (15, 15) and kernel.dtype == np.float32
     assert abs(float(kernel.sum()) - 1.0) < 1e-3 and kernel.min() >= -1e-6
 
 
