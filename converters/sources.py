@@ -345,7 +345,7 @@ def _keras_teacher(model: keras.Model, source: str, kind: str, fingerprint: str,
         except Exception as e:  # a layer whose shape cannot follow another input size
             _log(f"{source}: MACs not counted ({_first_line(e)})")
     multiple = _stride(int((sidecar or {}).get("multiple", multiple_of(model))), fixed)
-    raw = _Raw(source, run, layout, fixed, multiple, 16, hint is not None)
+    raw = _Raw(source, run, layout, fixed, multiple, 1 if shape[0] == 1 else 16, hint is not None)
     return _assemble(raw, kind, macs, fingerprint, input_range, sidecar)
 
 
@@ -557,7 +557,9 @@ def load_teacher_source(teacher: str | os.PathLike, input_range: str = "") -> Te
         parse_input_range(input_range)  # a bad flag is refused before the teacher is loaded
     text = str(teacher)
     path = Path(text).expanduser()
-    if path.suffix == "" and "/" not in text and not path.exists():
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _savedmodel_teacher(path, input_range)
+    if path.suffix == "" and "/" not in text:
         weights, sidecar = MODELS_DIR / f"{text}.weights.h5", MODELS_DIR / f"{text}.json"
         if not weights.exists() or not sidecar.exists():
             raise ModelError(f"{text}: no bundled teacher of that name (Keras weights {weights.name} not in the package)")
@@ -565,9 +567,7 @@ def load_teacher_source(teacher: str | os.PathLike, input_range: str = "") -> Te
         model.load_weights(weights)
         return _keras_teacher(model, text, "bundled", _sha256(weights), input_range)
     if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ModelError(f"{path}: a folder, but not a TensorFlow SavedModel (no saved_model.pb in it)")
-        return _savedmodel_teacher(path, input_range)
+        raise ModelError(f"{path}: a folder, but not a TensorFlow SavedModel (no saved_model.pb in it)")
     if not path.is_file():
         raise ModelError(f"{path}: teacher file not found")
     suffix = path.suffix.lower()

@@ -339,6 +339,13 @@ def test_unsupported_format_is_refused(tmp_path):
         load_teacher_source(path)
 
 
+def test_a_folder_that_is_no_savedmodel_is_refused(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "weights.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ModelError, match="a folder, but not a TensorFlow SavedModel"):
+        load_teacher_source(tmp_path / "export")
+
+
 def test_unknown_bundled_name_is_refused():
     with pytest.raises(ModelError, match="nosuchteacher: no bundled teacher"):
         load_teacher_source("nosuchteacher")
