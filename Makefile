@@ -1,5 +1,5 @@
 # Two entry points, each doing all of its own set-up on a fresh machine:
-#   make demo   install the runtime alone and deblur examples/images with the bundled default model
+#   make demo   install the runtime alone and deblur examples/images with the default method (auto: blind, checked)
 #   make test   install the host toolchain and the test tools, then run the tests
 # The runtime installs on Python 3.10-3.12; the host toolchain (onnx2tf, TensorFlow) needs 3.12.
 
@@ -15,7 +15,7 @@ demo:
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/pip install -q --upgrade pip
 	$(RUNTIME_VENV)/bin/pip install -q .
-	$(RUNTIME_VENV)/bin/edge-deblur deblur examples/images -o out --compare
+	$(RUNTIME_VENV)/bin/edge-deblur deblur examples/images -o out --compare --save-kernel
 	@echo "results in out/, side-by-side pictures in out/compare/"
 
 $(VENV)/.installed: pyproject.toml

@@ -17,11 +17,19 @@ from .metrics import measure_latency
 from .model import Deblurrer, bundled_models, resolve_model, read_sidecar
 
 
-def _add_method_args(p: argparse.ArgumentParser) -> None:
+def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network") -> None:
     p.add_argument("--model", default="default", help=f"a .tflite/.onnx file or a bundled model ({', '.join(bundled_models()) or 'none'}; default: the bundled default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
-    p.add_argument("--method", choices=pipeline.METHODS, default="network", help="network, or a classical deconvolution given --psf")
-    p.add_argument("--psf", help="for wiener/rl: motion:LENGTH,ANGLE | defocus:RADIUS | gaussian:SIGMA | a PSF image or .npy")
+    p.add_argument("--method", choices=pipeline.METHODS, default=default_method,
+                   help=f"auto: estimate the blur kernel and restore, falling back to a network when the estimate fails; "
+                        f"blind: estimate and restore, unchecked; network: the feed-forward model; wiener/rl: classical, "
+                        f"given --psf (default: {default_method})")
+    p.add_argument("--psf", help="wiener/rl, or blind to skip estimation: motion:LENGTH,ANGLE | defocus:RADIUS | "
+                   "gaussian:SIGMA | a PSF image or .npy (e.g. a --save-kernel result)")
+    p.add_argument("--kernel-size", type=int, default=None, metavar="N",
+                   help="blind/auto: the blur kernel's side in pixels, odd (default: chosen from the image)")
+    p.add_argument("--fallback-model", default="teacher",
+                   help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=int, default=30, help="Richardson-Lucy iterations")
     p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio")
     p.add_argument("--tile", type=int, default=None, help="largest window side per model run (default: the model's)")
@@ -33,12 +41,16 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
 def _method(args) -> pipeline.Method:
     return pipeline.make_method(pipeline.MethodConfig(
         method=args.method, model=args.model, threads=args.threads, tile=args.tile, overlap=args.overlap,
-        psf=args.psf, iterations=args.iterations, balance=args.balance, clahe=args.clahe))
+        psf=args.psf, iterations=args.iterations, balance=args.balance, clahe=args.clahe,
+        kernel_size=args.kernel_size, fallback_model=args.fallback_model))
 
 
 def cmd_deblur(args) -> int:
     report = pipeline.deblur_files(_method(args), args.inputs, args.output, suffix=args.suffix,
-                                   compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels)
+                                   compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
+                                   save_kernels=args.save_kernel)
+    for path, taken, why in report.paths:
+        print(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
     print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
           + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
     for path, problem in report.failures:
@@ -117,17 +129,38 @@ def cmd_eval(args) -> int:
     pairs = pipeline.read_pairs(args.pairs)  # reads and checks every pair before the slow work
     has_kernels = all(k is not None for *_, k in pairs)
     methods = {"blurred input": lambda blurred, kernel: blurred}
+    blind = None
+    if (has_kernels and not args.no_baselines) or args.method:
+        from .blind import BlindConfig, BlindDeblurrer
+
+        blind = BlindDeblurrer.load(BlindConfig(threads=args.threads))
     if has_kernels and not args.no_baselines:
         for name in ("wiener", "rl"):
             methods[f"{name} (true kernel)"] = (
                 lambda blurred, kernel, name=name: pipeline.classical_method(name, kernel)(blurred))
+        # The ceiling of the blind method: its own restoration, given the true kernel.
+        restore_true = BlindDeblurrer(blind.denoiser, blind.config)
+
+        def with_true_kernel(blurred, kernel):
+            restore_true.fixed_kernel = kernel
+            return restore_true(blurred)
+
+        methods["restore (true kernel)"] = with_true_kernel
+    for name in args.method or []:
+        if name == "blind":
+            methods["blind"] = lambda blurred, kernel: blind(blurred)
+        else:
+            from .blind import AutoDeblurrer
+
+            auto = AutoDeblurrer(blind, Deblurrer.load("teacher", threads=args.threads))
+            methods["auto"] = lambda blurred, kernel, auto=auto: auto(blurred)
     reference = args.ratio_reference
     if reference is not None and not has_kernels:
         raise EdgeDeblurError(f"--ratio-reference {reference}: the error ratio needs the true kernels "
                               f"({args.pairs}/kernels/NAME.npy for every pair)")
     if reference is None and args.protocol != "plain" and has_kernels and not args.no_baselines:
-        reference = "wiener (true kernel)"  # the first true-kernel baseline
-    for model in args.model or ["default"]:
+        reference = "restore (true kernel)"  # Levin et al.'s ratio: the same restoration, true kernel
+    for model in args.model or ([] if args.method else ["default"]):
         deblur = Deblurrer.load(model, threads=args.threads)
         methods[str(model)] = lambda blurred, kernel, deblur=deblur: deblur(blurred)
     if reference is not None and reference not in methods:
@@ -205,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this (decompression bombs)")
-    _add_method_args(p)
+    p.add_argument("--save-kernel", action="store_true",
+                   help="blind/auto: write each estimated kernel next to its result, as NAME.kernel.npy and NAME.kernel.png")
+    _add_method_args(p, default_method="auto")
     p.set_defaults(func=cmd_deblur)
 
     p = sub.add_parser("run", help="deblur a camera stream or a video file")
@@ -226,12 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help="folder with blur/ and sharp/ (and optionally kernels/NAME.npy)")
     p.add_argument("--model", action="append", help="model(s) to evaluate (repeatable; default: the bundled default)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-baselines", action="store_true", help="skip Wiener/Richardson-Lucy with the true kernels")
+    p.add_argument("--method", action="append", choices=["blind", "auto"],
+                   help="also evaluate blind deblurring / auto (repeatable; with it, networks only when --model is given)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the restorations given the true kernels "
+                   "(Wiener, Richardson-Lucy, and the blind method's own restoration)")
     p.add_argument("--protocol", choices=pipeline.PROTOCOLS, default="both",
                    help="plain: full-frame PSNR/SSIM; levin: the blind-deblurring benchmark's (gray, 15 px border "
                         "cropped, best shift within +-10 px on a 0.25 px grid) with the error ratio; both (default)")
     p.add_argument("--ratio-reference", metavar="NAME", help="method whose error the error ratio divides by "
-                   "(default: 'wiener (true kernel)' when the pairs have kernels)")
+                   "(default: 'restore (true kernel)', the blind method's restoration given the true kernel, when the pairs have kernels)")
     p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
     p.set_defaults(func=cmd_eval)
 

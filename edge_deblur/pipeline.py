@@ -1,7 +1,10 @@
 """What the command line does, as functions: deblur files and folders, evaluate on blurred/sharp pairs.
 
 A *method* turns an RGB(A)/gray image into its deblurred version. The network method is a loaded
-``Deblurrer``; the classical methods need a point-spread function.
+``Deblurrer``; the classical methods need a point-spread function; ``blind`` estimates the kernel
+and restores with the learned prior (``edge_deblur.blind``), and ``auto`` checks that estimate and
+falls back to the network when it fails. Blind methods say, in their ``last`` attribute, which path
+an image took and with which kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .model import Deblurrer
 from .progress import Progress
 
 Method = Callable[[np.ndarray], np.ndarray]
-METHODS = ("network", "wiener", "rl")
+METHODS = ("auto", "blind", "network", "wiener", "rl")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class MethodConfig:
     iterations: int = 30  # Richardson-Lucy
     balance: float = 0.01  # Wiener noise-to-signal ratio
     clahe: bool = False  # equalise X-ray-like gray images before deblurring
+    kernel_size: int | None = None  # blind/auto: odd kernel side (None: chosen automatically)
+    fallback_model: str = "teacher"  # auto: the network a failed estimate falls back to
 
 
 def make_method(config: MethodConfig) -> Method:
@@ -49,11 +54,43 @@ def make_method(config: MethodConfig) -> Method:
         except ValueError as e:
             raise EdgeDeblurError(f"--psf {config.psf}: {e}") from e
         deblur = classical_method(config.method, psf, config)
+    elif config.method in ("blind", "auto"):
+        deblur = blind_method(config)
     else:
         raise EdgeDeblurError(f"unknown method {config.method!r} (choose from {', '.join(METHODS)})")
     if config.clahe:
         return lambda image: deblur(classical.clahe(image))
     return deblur
+
+
+def blind_method(config: MethodConfig) -> Method:
+    """``blind``: estimate and restore (with ``--psf``, restore with that kernel instead); ``auto``:
+    blind, checked, falling back to ``config.fallback_model``."""
+    from .blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
+
+    kernel = None
+    if config.psf:
+        try:
+            kernel = classical.psf_from_spec(classical.parse_psf(config.psf))
+        except ValueError as e:
+            raise EdgeDeblurError(f"--psf {config.psf}: {e}") from e
+    blind = BlindDeblurrer.load(BlindConfig(kernel_size=config.kernel_size, threads=config.threads), kernel=kernel)
+    if config.method == "blind":
+        return blind
+    fallback = Deblurrer.load(config.fallback_model, threads=config.threads, tile=config.tile, overlap=config.overlap)
+    return AutoDeblurrer(blind, fallback)
+
+
+def save_kernel(kernel: np.ndarray, stem_path: Path) -> list[Path]:
+    """Write ``kernel`` as ``STEM.kernel.npy`` (the array, reusable with ``--psf``) and
+    ``STEM.kernel.png`` (scaled so its peak is white, 8x nearest-neighbour so it can be seen)."""
+    npy, png = stem_path.with_name(stem_path.name + ".kernel.npy"), stem_path.with_name(stem_path.name + ".kernel.png")
+    with images.AtomicFile(npy) as tmp:
+        np.save(tmp, np.asarray(kernel, np.float64))
+    view = np.asarray(kernel, np.float64) / max(float(np.max(kernel)), 1e-12)
+    view = np.kron(view, np.ones((8, 8)))
+    images.write_image(png, np.rint(view * 255).astype(np.uint8))
+    return [npy, png]
 
 
 def classical_method(method: str, psf: np.ndarray, config: MethodConfig = MethodConfig()) -> Method:
@@ -68,6 +105,8 @@ class BatchReport:
     passed_through: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    paths: list[tuple[Path, str, str]] = field(default_factory=list)  # (input, path taken, why): blind/auto
+    kernels: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,13 +115,15 @@ class BatchReport:
 
 def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Path, *,
                  suffix: str | None = None, compare: bool = False, sharp_threshold: float | None = None,
-                 max_pixels: int | None = None, progress: bool | None = None) -> BatchReport:
+                 max_pixels: int | None = None, progress: bool | None = None,
+                 save_kernels: bool = False) -> BatchReport:
     """Deblur every image in ``inputs`` (files or folders) into ``out_dir``, keeping each input's stem.
 
     A bad file does not stop the batch: it is recorded in the report's ``failures`` and the rest go
     on. ``compare`` also writes ``out_dir/compare/<stem>.jpg``, input and result side by side.
     Frames whose sharpness (variance of the Laplacian) reaches ``sharp_threshold`` are copied
-    through untouched.
+    through untouched. For blind methods, ``report.paths`` records the path each image took, and
+    ``save_kernels`` writes each estimated kernel next to its result (``save_kernel``).
     """
     report = BatchReport()
     paths = images.list_images(inputs)
@@ -100,6 +141,11 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
                 target = images.output_path(path, out_dir, suffix)
                 images.write_image(target, result)
                 report.written.append(target)
+                last = getattr(deblur, "last", None)
+                if last is not None and result is not image:
+                    report.paths.append((path, last.path, last.reason))
+                    if save_kernels and last.kernel is not None:
+                        report.kernels += save_kernel(last.kernel, target.with_suffix(""))
                 if compare:
                     picture = images.side_by_side([("input", image), ("deblurred", result)])
                     images.write_image(out_dir / "compare" / f"{path.stem}.jpg", picture)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the runtime alone (pip install .) into a fresh venv for each Python version given, deblur
-# the example images with the bundled default model, and check TensorFlow was never imported.
+# the example images with the default method (auto: blind estimation, else the teacher), and check
+# TensorFlow was never imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for version in "$@"; do
