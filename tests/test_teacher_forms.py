@@ -162,6 +162,16 @@ def test_fixed_size_windows_match_a_whole_run(dynamic_tflite, fixed_tflite, imag
     np.testing.assert_allclose(out[:, :-3, :-3], whole.predict(small)[:, :-3, :-3], atol=1e-5)
 
 
+def test_fixed_size_keras_teacher(inner, folder, image):
+    """A ``.keras`` model with a fixed 1x64x64x3 input: windows too, no hint features (they would
+    be the windows', not the image's), MACs per 640x480 frame from the per-window count."""
+    teacher = load_teacher_source(_keras_file(T.wrapped(inner, "0-1", (TILE, TILE)), folder / "fixed.keras"))
+    assert (teacher.kind, teacher.fixed_size, teacher.value_range) == ("keras", (TILE, TILE), "0-1")
+    assert teacher.predict_features is None
+    assert teacher.macs == pytest.approx(3168 * 640 * 480, rel=0.01)
+    np.testing.assert_allclose(teacher.predict(image), np.asarray(inner(image)), atol=1e-5)
+
+
 def test_fixed_onnx_from_tf2onnx_nhwc_and_nchw(fixed_tflite, folder, image):
     """The user's route: ``python -m tf2onnx.convert --tflite`` on a fixed 1x64x64x3 model, and the
     same with tf2onnx's NCHW input and output. Both are run on 64x64 windows, detected as -1-1
