@@ -7,6 +7,7 @@ wrong result, lost or out of order shows."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 
@@ -157,7 +158,7 @@ def test_deadline_miss_and_full_queue_fall_back_without_mixing_answers(frames):
                 break
             threading.Event().wait(0.05)
         offload.config = OffloadConfig(offload.config.url, deadline_s=10, probe_after_s=0)
-        offload._local_until = 0.0
+        offload.calls.local_until = 0.0
         third = offload(frames[2])  # its own answer, not the late one for frames[0]
         assert np.array_equal(third, frames[2] + 1) and offload.summary.offloaded == 1
     assert offload.summary.frames == 3
@@ -257,8 +258,9 @@ def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
     token_file = tmp_path / "cam.token"
     token_file.write_text(add_token(tokens, "cam") + "\n")
     assert partitioned_method(teacher, None).summary() == "all frames local"
-    with pytest.raises(ValueError, match="needs a server"):
-        partitioned_method(teacher, None, mode="offload")
+    for mode in ("offload", "kernel"):
+        with pytest.raises(ValueError, match="needs a server"):
+            partitioned_method(teacher, None, mode=mode)
     with pytest.raises(ValueError, match="expected one of"):
         partitioned_method(teacher, "http://127.0.0.1:1", mode="split")
     with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
@@ -335,3 +337,48 @@ def test_load_many_clients_bounded_and_self_stopping(frames, teacher):
         text = s.engine.metrics.exposition().decode()
     assert outcomes["other"] == [] and outcomes["ok"] >= 3 and outcomes["503"] >= 1, outcomes
     assert f'nv_inference_request_success{{model="deblur",version="1"}} {float(outcomes["ok"])!r}' in text
+
+
+def test_kernel_mode_crop_up_kernel_down_restore_on_the_board(photo, levin_kernels, teacher):
+    import cv2
+
+    from edge_deblur.partition.kernel_mode import KernelModeConfig, KernelOffload, keyframe_window
+    from edge_deblur.serve.registry import KernelModel, blind_estimator
+
+    estimate = blind_estimator()
+    if estimate is None:
+        pytest.skip("edge_deblur.blind.estimate_kernel does not exist yet: no kernel mode")
+    from edge_deblur.blind import restore
+
+    k = levin_kernels[1].astype(np.float32)
+    blurred = cv2.filter2D(photo.astype(np.float32), -1, k[::-1, ::-1], borderType=cv2.BORDER_REFLECT)
+    blurred = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+    frames = [np.ascontiguousarray(blurred[y:y + 128, x:x + 128]) for y, x in [(100, 100), (110, 104), (120, 96)]]
+    gray = cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY)
+    assert keyframe_window(gray, 64).shape == (64, 64) and keyframe_window(gray, 500).shape == gray.shape
+
+    registry = ModelRegistry()
+    registry.add(KernelModel(estimate))
+    server = RunningServer(ServeConfig(port=0, grpc_port=None, limits=Limits(timeout_s=60)), registry=registry).start()
+    try:
+        config = KernelModeConfig(OffloadConfig(f"http://{server.http_url}", model="kernel", deadline_s=60,
+                                                probe_after_s=0), crop=96, keyframe_every=2, kernel_size=15)
+        mode = KernelOffload(config, local=teacher)
+        outs = [mode(f) for f in frames]
+        assert mode.summary.kernels == 2 and mode.summary.restored == 3 and mode.summary.local == 0, str(mode.summary)
+        assert mode.kernel.shape == (15, 15) and abs(mode.kernel.sum() - 1) < 1e-6
+        np.testing.assert_array_equal(outs[-1], restore(frames[-1], mode.kernel))  # the board restored it
+        assert mode.summary.bytes_up < 2 * (96 * 96 + 1000) and mode.summary.bytes_down < 2 * (15 * 15 * 4 + 1000)
+        server.stop()
+        later = [mode(f) for f in frames]  # the server is gone: the last kernel carries on
+    finally:
+        if server._thread.is_alive():
+            server.stop()
+    assert all(o.shape == f.shape and o.dtype == np.uint8 for o, f in zip(outs + later, frames * 2))
+    assert mode.summary.restored == 6 and mode.summary.fallbacks["server unreachable"] >= 1, str(mode.summary)
+    mode.config = dataclasses.replace(mode.config, max_kernel_age=mode.kernel_age + 1)
+    aged = [mode(f) for f in frames]  # ... until it is too old to trust: then the board's own method
+    assert _close(aged[-1], teacher(frames[-1])) and mode.summary.fallbacks["kernel too old"] >= 1, str(mode.summary)
+    dead = KernelOffload(KernelModeConfig(OffloadConfig("http://127.0.0.1:1", model="kernel", deadline_s=5)),
+                         local=teacher)
+    assert _close(dead(frames[0]), teacher(frames[0])) and dead.summary.local == 1

@@ -4,16 +4,19 @@ does not. Standard library and numpy only: nothing beyond the runtime's install.
 
 - ``client``: a KServe V2 client (HTTP, binary tensors) that works with ``edge-deblur serve`` and Triton;
 - ``offload``: mode ``offload`` (frame up, result down) with local fallback and a summary;
+- ``kernel_mode``: mode ``kernel`` (keyframe crop up, kernel down, restoration on the board);
 - ``planner``: per frame, the mode expected fastest (moving averages of measured frame times,
   re-probed), within the frame deadline when one is given;
 - ``methods``: ``partitioned_method(local, server, token_file, mode)``, what a CLI's
-  ``--server URL --token-file F --mode auto|local|offload`` becomes.
+  ``--server URL --token-file F --mode auto|local|offload|kernel`` becomes.
 """
 
 from .client import RemoteError, Unreachable, V2Client
 from .offload import Offload, OffloadConfig, OffloadSummary, read_token
+from .kernel_mode import KernelModeConfig, KernelOffload, KernelSummary
 from .methods import MODES, PartitionedMethod, partitioned_method
 from .planner import Planner, PlannerConfig, PlannerSummary
 
 __all__ = ["V2Client", "RemoteError", "Unreachable", "Offload", "OffloadConfig", "OffloadSummary", "read_token",
-           "Planner", "PlannerConfig", "PlannerSummary", "MODES", "PartitionedMethod", "partitioned_method"]
+           "Planner", "PlannerConfig", "PlannerSummary", "MODES", "PartitionedMethod", "partitioned_method",
+           "KernelModeConfig", "KernelOffload", "KernelSummary"]

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "UINT16": np.uint16, "FP16": np.float16, "INT32": np.int32}
+_DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "UINT16": np.uint16, "FP16": np.float16, "INT32": np.int32,
+           "FP64": np.float64}
 
 
 class RemoteError(Exception):
@@ -104,19 +105,21 @@ class V2Client:
             return False
         return response.status == 200
 
-    def infer(self, model: str, input_name: str, array: np.ndarray, timeout: float, binary: bool = True) -> Exchange:
-        """Send one input tensor, return the model's only (or first) output."""
+    def infer(self, model: str, input_name: str, array: np.ndarray, timeout: float, binary: bool = True,
+              parameters: dict | None = None) -> Exchange:
+        """Send one input tensor (and request ``parameters``), return the model's only (or first) output."""
         start = time.perf_counter()
         datatype = {np.dtype(v): k for k, v in _DTYPES.items()}[array.dtype]
         spec = {"name": input_name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             raw = np.ascontiguousarray(array).tobytes()
             spec["parameters"] = {"binary_data_size": len(raw)}
-            header = json.dumps({"inputs": [spec], "parameters": {"binary_data_output": True}}).encode()
+            header = json.dumps({"inputs": [spec], "parameters": {**(parameters or {}), "binary_data_output": True}}).encode()
             body, headers = header + raw, {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
         else:
             spec["data"] = array.reshape(-1).tolist()
-            body, headers = json.dumps({"inputs": [spec]}).encode(), {"Content-Type": "application/json"}
+            body = json.dumps({"inputs": [spec], "parameters": parameters or {}}).encode()
+            headers = {"Content-Type": "application/json"}
         response, data = self._request("POST", f"/v2/models/{model}/infer", body, headers, timeout)
         if response.status != 200:
             try:

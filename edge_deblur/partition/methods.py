@@ -1,20 +1,21 @@
 """One call from the command line's options to a partitioned method: ``--server URL --token-file F
---mode auto|local|offload`` become a ``frame -> frame`` method wrapping the board's own one."""
+--mode auto|local|offload|kernel`` become a ``frame -> frame`` method wrapping the board's own one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .kernel_mode import KernelModeConfig, KernelOffload
 from .offload import Method, Offload, OffloadConfig, read_token
 from .planner import Planner, PlannerConfig
 
-MODES = ("auto", "local", "offload")
+MODES = ("auto", "local", "offload", "kernel")
 
 
 class PartitionedMethod:
     """A method that also reports, at the end, what it did with the frames (``summary()``)."""
 
-    def __init__(self, run: Method, offload: Offload | None, planner: Planner | None):
+    def __init__(self, run: Method, offload: Offload | KernelOffload | None, planner: Planner | None):
         self._run, self.offload, self.planner = run, offload, planner
 
     def __call__(self, frame):
@@ -25,7 +26,7 @@ class PartitionedMethod:
         if self.planner is not None:
             parts.append(f"planner: {self.planner.summary}")
         if self.offload is not None:
-            parts.append(f"offload: {self.offload.summary}")
+            parts.append(f"{'kernel' if isinstance(self.offload, KernelOffload) else 'offload'}: {self.offload.summary}")
         return "; ".join(parts) or "all frames local"
 
     def close(self) -> None:
@@ -36,15 +37,21 @@ class PartitionedMethod:
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
                        deadline_s: float = 1.0, frame_deadline_s: float | None = None) -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
-    fallback (``offload``), or the planner's choice per frame (``auto``). ``deadline_s`` bounds a
+    fallback (``offload``), keyframe crops up and kernels down with the restoration on the board
+    (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
+    choice per frame between local and offload (``auto``). ``deadline_s`` bounds a
     server's answer; ``frame_deadline_s`` is the planner's frame budget."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
-        if mode == "offload":
-            raise ValueError("mode offload needs a server URL")
+        if mode in ("offload", "kernel"):
+            raise ValueError(f"mode {mode} needs a server URL")
         return PartitionedMethod(local, None, None)
     token = read_token(token_file) if token_file else None
+    if mode == "kernel":
+        kernel = KernelOffload(KernelModeConfig(OffloadConfig(server, token, model="kernel", deadline_s=deadline_s)),
+                               local=local)
+        return PartitionedMethod(kernel, kernel, None)
     offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s), local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)

@@ -67,6 +67,38 @@ def read_token(path: str | Path) -> str:
     return text.splitlines()[0].strip()
 
 
+class ServerCalls:
+    """One call at a time to a server, and when not to call it: after a refusal with Retry-After, a
+    server that cannot be reached, or a bad token, the board stays local for a while rather than pay a
+    failed call on every frame. ``attempt(call)`` gives the call's result or the reason there is none."""
+
+    def __init__(self, config: OffloadConfig, clock=time.monotonic):
+        self.config, self._clock = config, clock
+        self.local_until = 0.0
+        self._lock = threading.Lock()  # one frame on the wire at a time: order is the caller's order
+
+    def attempt(self, call):
+        with self._lock:
+            now = self._clock()
+            if now < self.local_until:
+                return "backing off"
+            try:
+                return call()
+            except Unreachable as e:
+                if not e.timed_out:
+                    self.local_until = now + self.config.probe_after_s
+                return "deadline missed" if e.timed_out else "server unreachable"
+            except RemoteError as e:
+                if e.status in (429, 503):
+                    wait = e.retry_after if e.retry_after is not None else self.config.probe_after_s
+                    self.local_until = now + min(wait, self.config.max_backoff_s)
+                elif e.status in (401, 403):
+                    self.local_until = now + self.config.max_backoff_s  # a token does not fix itself
+                return f"HTTP {e.status}"
+            except (ValueError, KeyError, TypeError) as e:  # an answer that is not a V2 response
+                return f"bad answer ({type(e).__name__})"
+
+
 class Offload:
     """``Offload(OffloadConfig(url, token), local=Deblurrer.load())(frame)``."""
 
@@ -74,9 +106,7 @@ class Offload:
         self.config, self.local = config, local
         self.client = client or V2Client(config.url, config.token)
         self.summary = OffloadSummary()
-        self._clock = clock
-        self._local_until = 0.0
-        self._lock = threading.Lock()  # one frame on the wire at a time: order is the caller's order
+        self.calls = ServerCalls(config, clock)
 
     def _fallback(self, frame: np.ndarray, reason: str) -> np.ndarray:
         self.summary.local += 1
@@ -114,34 +144,18 @@ class Offload:
 
     def _remote(self, frame: np.ndarray) -> np.ndarray | str:
         """The server's result, or the reason there is none."""
-        with self._lock:
-            now = self._clock()
-            if now < self._local_until:
-                return "backing off"
-            try:
-                exchange = self.client.infer(self.config.model, self.config.input_name, frame[None],
-                                             timeout=self.config.deadline_s)
-            except Unreachable as e:
-                if not e.timed_out:
-                    self._local_until = now + self.config.probe_after_s
-                return "deadline missed" if e.timed_out else "server unreachable"
-            except RemoteError as e:
-                if e.status in (429, 503):
-                    wait = e.retry_after if e.retry_after is not None else self.config.probe_after_s
-                    self._local_until = now + min(wait, self.config.max_backoff_s)
-                elif e.status in (401, 403):
-                    self._local_until = now + self.config.max_backoff_s  # a token does not fix itself
-                return f"HTTP {e.status}"
-            except (ValueError, KeyError, TypeError) as e:  # an answer that is not a V2 response
-                return f"bad answer ({type(e).__name__})"
-            result = exchange.output
-            if result.shape != (1, *frame.shape) or result.dtype != np.uint8:
-                return "bad answer (shape)"
-            self.summary.offloaded += 1
-            self.summary.server_seconds += exchange.seconds
-            self.summary.bytes_up += exchange.bytes_up
-            self.summary.bytes_down += exchange.bytes_down
-            return result[0]
+        exchange = self.calls.attempt(lambda: self.client.infer(self.config.model, self.config.input_name, frame[None],
+                                                                timeout=self.config.deadline_s))
+        if isinstance(exchange, str):
+            return exchange
+        result = exchange.output
+        if result.shape != (1, *frame.shape) or result.dtype != np.uint8:
+            return "bad answer (shape)"
+        self.summary.offloaded += 1
+        self.summary.server_seconds += exchange.seconds
+        self.summary.bytes_up += exchange.bytes_up
+        self.summary.bytes_down += exchange.bytes_down
+        return result[0]
 
     def close(self) -> None:
         self.client.close()
