@@ -41,10 +41,10 @@ def kodim(request) -> dict[str, np.ndarray]:
     return {n: _photo(n) for n in ("kodim05", "kodim15", "kodim23")}
 
 
-# Gains of the shipped model on these three held-out photos (kodim05 is the most textured), measured
-# with the preliminary model: sigma 15 +5.4/+7.4/+9.5 dB, sigma 25 +6.9/+9.4/+11.4 dB; the asserts
-# take the worst photo and leave about 1 dB.
-@pytest.mark.parametrize("sigma255, gain", [(15, 4.5), (25, 6.0)])
+# Gains of the shipped model on these three held-out photos (kodim05 is the most textured), measured:
+# sigma 15 +6.6/+8.3/+10.8 dB, sigma 25 +8.0/+10.3/+12.8 dB (the preliminary model of 5,250 steps:
+# +5.4 and +6.9 on kodim05); the asserts take the worst photo and leave about 1 dB.
+@pytest.mark.parametrize("sigma255, gain", [(15, 5.5), (25, 7.0)])
 def test_denoising_noisy_kodak_photos_gains(denoiser, kodim, sigma255, gain):
     for i, (name, clean) in enumerate(kodim.items()):
         x = _noisy(clean, sigma255 / 255, seed=i)
@@ -59,7 +59,7 @@ def test_gray_input_keeps_its_shape_and_is_denoised(denoiser, kodim):
     x = _noisy(clean, 25 / 255, seed=3)
     out = denoiser(x, 25 / 255)
     assert out.shape == clean.shape and out.dtype == np.float32
-    assert _psnr(np.clip(out, 0, 1), clean) - _psnr(np.clip(x, 0, 1), clean) > 4.5  # measured +5.4
+    assert _psnr(np.clip(out, 0, 1), clean) - _psnr(np.clip(x, 0, 1), clean) > 5.0  # measured +6.0
     single = denoiser(x[..., None], 25 / 255)
     assert single.shape == (*clean.shape, 1)
     np.testing.assert_array_equal(single[..., 0], out)
@@ -72,26 +72,28 @@ def test_sigma_map_equals_scalar(denoiser, kodim):
 
 def test_sigma_map_varies_the_smoothing(denoiser, kodim):
     """Left half noisy at 5/255, right half at 25/255: the matching map beats either scalar
-    (measured: map 33.44 dB, scalar 5/255 26.46, scalar 25/255 32.85)."""
+    (measured: map 35.31 dB, scalar 5/255 27.19, scalar 25/255 32.92)."""
     clean = kodim["kodim23"][:256, :384]
     noise = np.random.default_rng(9).standard_normal(clean.shape, dtype=np.float32)
     sigma = np.where(np.arange(384) < 192, 5 / 255, 25 / 255).astype(np.float32)[None, :].repeat(256, 0)
     x = clean + sigma[..., None] * noise
     scores = {k: _psnr(np.clip(denoiser(x, s), 0, 1), clean) for k, s in
               (("map", sigma), ("low", 5 / 255), ("high", 25 / 255))}
-    assert scores["map"] > max(scores["low"], scores["high"]) + 0.3, scores
+    assert scores["map"] > max(scores["low"], scores["high"]) + 1.5, scores
 
 
 def test_any_odd_size_works_and_matches_the_big_picture_inside(denoiser, kodim):
     clean = kodim["kodim05"]
     x = _noisy(clean, 25 / 255, seed=5)
-    part = denoiser(x[100:351, 50:427], 25 / 255)  # 251x377
-    assert part.shape == (251, 377, 3)
-    whole = denoiser(x, 25 / 255)[100:351, 50:427]
-    # Far from the crop's own borders the padding is out of reach: the same answer up to float sums
-    # in another order and the network's far context (measured max 6.4e-3 beyond 48 pixels).
-    inner = (slice(48, -48), slice(48, -48))
-    assert np.abs(part[inner] - whole[inner]).max() < 0.01
+    # The crop starts on the model's stride grid (8): space-to-depth and the strided convolutions
+    # make the network shift-variant, so only then is the same pixel the same computation.
+    part = denoiser(x[96:347, 48:425], 25 / 255)  # 251x377, padded to 256x384 inside
+    assert part.shape == (251, 377, 3) and part.dtype == np.float32
+    whole = denoiser(x, 25 / 255)[96:347, 48:425]
+    # Away from the crop's borders the padding is out of reach: measured max 3.1e-4 beyond 32
+    # pixels, 8e-7 beyond 64 (float sums), 0 beyond 96.
+    assert np.abs(part[32:-32, 32:-32] - whole[32:-32, 32:-32]).max() < 2e-3
+    assert np.abs(part[64:-64, 64:-64] - whole[64:-64, 64:-64]).max() < 1e-5
     tiny = denoiser(x[:5, :7], 25 / 255)
     assert tiny.shape == (5, 7, 3) and np.isfinite(tiny).all()
 
@@ -109,13 +111,13 @@ def test_tiles_blend_like_one_pass(kodim):
     tiled = Denoiser.load(threads=2, tile=256, overlap=64)
     x = _noisy(kodim["kodim05"], 15 / 255, seed=7)
     diff = np.abs(one(x, 15 / 255) - tiled(x, 15 / 255))
-    assert np.percentile(diff, 99.9) < 1e-4 and diff.max() < 1e-3  # measured 99.9%: 4.5e-6, max 3.2e-5
+    assert np.percentile(diff, 99.9) < 5e-4 and diff.max() < 2e-3  # measured 99.9%: 1.2e-4, max 3.7e-4
 
 
 def test_tflite_and_onnx_agree(kodim):
     """The shipped TFLite (float or INT8, the sidecar says) and the float ONNX give the same picture:
-    identical maths for float (measured max 5.4e-7); INT8 within its rounding (measured: INT8 against
-    ONNX 43.5 dB PSNR, max 0.11)."""
+    identical maths for float (measured max 7.2e-7); INT8 within its rounding (measured with the
+    unshipped INT8 variant: 41.2 dB PSNR against ONNX, max 0.076)."""
     pytest.importorskip("onnxruntime")
     sidecar = json.loads((MODELS_DIR / "denoiser.json").read_text())
     lite, onnx = Denoiser.load("denoiser", threads=2), Denoiser.load(MODELS_DIR / "denoiser.onnx", threads=2)
