@@ -12,7 +12,7 @@ and centre-cropped, as ``converters.data.make_eval_pairs``):
 
 Methods: the blurred input, the feed-forward teacher, the default student, HQS restoration with the
 true kernel (the ceiling), blind (estimated kernel, same restoration) and auto (blind, or the
-teacher where the residual check fails; composed from the same runs, exactly AutoDeblurrer's rule).
+teacher where the checks fail, or the input where it already reads sharp: AutoDeblurrer as shipped).
 
     python benchmarks/blind.py --threads 2 [--sets levin,classes] [--limit N] [--pictures docs/images]
 """
@@ -30,7 +30,8 @@ import numpy as np
 from converters.blur import center_kernel, trajectory_kernel
 from converters.data import blur_photo, heldout_photos, levin_kernels, validation_photos
 from edge_deblur import Deblurrer, psnr, ssim, write_image
-from edge_deblur.blind import BlindConfig, BlindDeblurrer
+from edge_deblur.blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
+from edge_deblur.blind.method import tv_ratio
 from edge_deblur.classical import defocus_psf, gaussian_psf
 from edge_deblur.images import side_by_side
 from edge_deblur.metrics import align_upto_shift, error_ratio, sse_upto_shift
@@ -79,7 +80,7 @@ def scores(sharp, out) -> dict:
             "levin_psnr": psnr(ref_c, test_c, data_range=1.0), "levin_ssim": ssim(ref_c, test_c, data_range=1.0)}
 
 
-def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, teacher, student, limit: int | None,
+def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, teacher, student, limit: int | None,
             pictures: Path | None) -> list[dict]:
     rows = []
     data = pairs(set_name)[:limit]
@@ -90,11 +91,12 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, teacher,
         outs["true kernel"] = true(b)
         outs["blind"] = blind(b)
         last = blind.last
-        ok = last.residual_ratio <= blind.config.max_residual_ratio
-        outs["auto"] = outs["blind"] if ok else outs["teacher"]
+        outs["auto"] = auto(b)
+        ok = auto.last.path
         row = {"set": set_name, "name": name, "class": cls, "estimate_s": last.seconds["estimate"],
                "restore_s": last.seconds["restore"], "residual_ratio": last.residual_ratio,
-               "true_residual_ratio": true.last.residual_ratio, "auto_path": "blind" if ok else "network",
+               "true_residual_ratio": true.last.residual_ratio, "auto_path": ok, "auto_reason": auto.last.reason,
+               "tv_ratio": last.tv_ratio, "teacher_tv_ratio": tv_ratio(b.astype(np.float32) / 255, outs["teacher"].astype(np.float32) / 255),
                "noise_sigma": last.noise_sigma,
                "kernel_error_ratio": error_ratio(s, outs["blind"], outs["true kernel"]) if cls != "noise only" else None}
         for m, o in outs.items():
@@ -102,7 +104,7 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, teacher,
         rows.append(row)
         print(f"[{set_name} {i + 1}/{len(data)}] {name} {cls}: in {row['blurred input']['psnr']:.2f} "
               f"true {row['true kernel']['psnr']:.2f} blind {row['blind']['psnr']:.2f} (levin {row['blind']['levin_psnr']:.2f}) "
-              f"auto->{row['auto_path']} ratio {last.residual_ratio:.2f} est {last.seconds['estimate']:.1f}s "
+              f"auto->{row['auto_path']} ratio {last.residual_ratio:.2f} tv {last.tv_ratio:.2f} est {last.seconds['estimate']:.1f}s "
               f"restore {last.seconds['restore']:.1f}s ({time.perf_counter() - t0:.0f}s)", flush=True)
         if pictures is not None and i < 3:
             view = lambda k: np.rint(np.kron(k / k.max(), np.ones((6, 6))) * 255).astype(np.uint8)
@@ -134,12 +136,12 @@ def summary(rows: list[dict]) -> str:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["set"], r["class"])].append(r)
-    lines = ["| set | class | images | kernel error ratio (mean / share <= 3) | auto took blind | estimate s (median) | restore s (median) |",
+    lines = ["| set | class | images | kernel error ratio (mean / share <= 3) | auto: blind/network/input | estimate s (median) | restore s (median) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for (s, c), rs in groups.items():
         ratios = [r["kernel_error_ratio"] for r in rs if r["kernel_error_ratio"] is not None]
         er = f"{np.mean(ratios):.2f} / {np.mean(np.array(ratios) <= 3):.0%}" if ratios else "-"
-        lines.append(f"| {s} | {c} | {len(rs)} | {er} | {sum(r['auto_path'] == 'blind' for r in rs)}/{len(rs)} | "
+        lines.append(f"| {s} | {c} | {len(rs)} | {er} | {sum(r['auto_path'] == 'blind' for r in rs)}/{sum(r['auto_path'] == 'network' for r in rs)}/{sum(r['auto_path'] == 'input' for r in rs)} | "
                      f"{np.median([r['estimate_s'] for r in rs]):.2f} | {np.median([r['restore_s'] for r in rs]):.2f} |")
     return "\n".join(lines)
 
@@ -155,14 +157,17 @@ def main(argv=None):
     blind = BlindDeblurrer.load(BlindConfig(threads=args.threads))
     true = BlindDeblurrer(blind.denoiser, blind.config)
     teacher, student = Deblurrer.load("teacher", threads=args.threads), Deblurrer.load("default", threads=args.threads)
+    auto = AutoDeblurrer(blind, teacher)
     rows = []
     for s in args.sets.split(","):
-        rows += run_set(s, blind, true, teacher, student, args.limit, args.pictures)
+        rows += run_set(s, blind, true, auto, teacher, student, args.limit, args.pictures)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
     print(table(rows, "set"))
     print()
-    print(table([r for r in rows if r["set"] != "levin"], "class"))
+    for name in dict.fromkeys(r["set"] for r in rows if r["set"] != "levin"):
+        print(f"\n{name}, by blur class:\n")
+        print(table([r for r in rows if r["set"] == name], "class"))
     print()
     print(summary(rows))
 

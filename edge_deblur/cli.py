@@ -28,6 +28,12 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
                    "gaussian:SIGMA | a PSF image or .npy (e.g. a --save-kernel result)")
     p.add_argument("--kernel-size", type=int, default=None, metavar="N",
                    help="blind/auto: the blur kernel's side in pixels, odd (default: chosen from the image)")
+    p.add_argument("--server", metavar="URL", help="partitioned mode: an edge-deblur serve or Triton server "
+                   "(http://HOST:PORT); every frame still finishes here when the server is slow, refuses or is gone")
+    p.add_argument("--token-file", metavar="F", help="partitioned mode: a file holding the server's bearer token")
+    p.add_argument("--mode", choices=["auto", "local", "offload", "kernel"], default="auto",
+                   help="partitioned mode: auto (the planner picks per frame from measured times), local, offload "
+                        "(frame up, result down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=int, default=30, help="Richardson-Lucy iterations")
@@ -39,6 +45,25 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
 
 
 def _method(args) -> pipeline.Method:
+    local = _local_method(args)
+    if not args.server:
+        return local
+    from .partition.methods import partitioned_method
+
+    try:
+        return partitioned_method(local, args.server, args.token_file, args.mode)
+    except (ValueError, OSError) as e:
+        raise EdgeDeblurError(f"--server {args.server}: {e}") from e
+
+
+def _summarise(method) -> None:
+    """Partitioned mode's account of the frames (per path, fallbacks and why), at the end of a run."""
+    if hasattr(method, "summary"):
+        print(method.summary())
+        method.close()
+
+
+def _local_method(args) -> pipeline.Method:
     return pipeline.make_method(pipeline.MethodConfig(
         method=args.method, model=args.model, threads=args.threads, tile=args.tile, overlap=args.overlap,
         psf=args.psf, iterations=args.iterations, balance=args.balance, clahe=args.clahe,
@@ -46,11 +71,13 @@ def _method(args) -> pipeline.Method:
 
 
 def cmd_deblur(args) -> int:
-    report = pipeline.deblur_files(_method(args), args.inputs, args.output, suffix=args.suffix,
+    method = _method(args)
+    report = pipeline.deblur_files(method, args.inputs, args.output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
                                    save_kernels=args.save_kernel)
     for path, taken, why in report.paths:
         print(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
+    _summarise(method)
     print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
           + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
     for path, problem in report.failures:
@@ -76,6 +103,7 @@ def cmd_run(args) -> int:
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_deblurred.mp4"))
         stats = video.process_video(deblur, args.video, out, gate=gate)
         print(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
+        _summarise(deblur)
         return 0
     recording = _Recording(args.output, args.fps) if args.output else None
     try:
@@ -89,6 +117,7 @@ def cmd_run(args) -> int:
         recording.close()
     print(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
           f"{stats.passed_through} already sharp, {stats.fps:.1f} fps")
+    _summarise(deblur)
     return 0
 
 

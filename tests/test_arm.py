@@ -165,7 +165,7 @@ def test_cli_deblurs_a_photo_on_aarch64_as_on_x86(arm, models, photo_paths, tmp_
     results = {}
     for name, run in (("x86", run_host), ("arm", lambda *a: arm.run(*a, cpu=cpu))):
         out = tmp_path / name
-        succeeded(run(CLI, "deblur", photo, "-o", out, "--model", models["int8"], "--threads", "1", "--suffix", ".png"), name)
+        succeeded(run(CLI, "deblur", photo, "-o", out, "--method", "network", "--model", models["int8"], "--threads", "1", "--suffix", ".png"), name)
         results[name] = cv2.imread(str(out / f"{photo.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert results[name] is not None, f"{name}: no {photo.stem}.png in {sorted(os.listdir(out))}"
     source = cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)
