@@ -13,12 +13,15 @@ makes it) and once treating sRGB values as if they were light.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from benchmarks.blind import pairs
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is a folder of scripts, not a package
+from blind import pairs  # noqa: E402  (the same held-out pairs as benchmarks/blind.py)
 from converters.blur import center_kernel
 from converters.data import blur_photo, levin_kernels, load_photo
 from edge_deblur.blind import BlindConfig, BlindDeblurrer, KernelConfig, RestoreConfig, estimate_kernel
