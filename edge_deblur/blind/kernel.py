@@ -242,7 +242,8 @@ def clean_kernel(kernel: np.ndarray, *, threshold: float = 0.05, component_mass:
         small = small[small > 0]
         if len(small) < count - 1:  # never remove every component
             k[np.isin(labels, small)] = 0.0
-    return center_kernel(k / k.sum())
+    k = center_kernel(k)  # may drop what moves off the grid: normalise after
+    return k / k.sum()
 
 
 def identity_kernel(size: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``.
 
 The messages come from ``grpc_predict_v2.proto`` (beside this file), compiled when this module is
-imported, by grpcio-tools' protoc (in the ``serve`` extra): no generated code is committed, so no
+imported, by grpcio-tools' protoc (in the ``serve`` extra, run as a child process): no generated code is committed, so no
 protoc version is pinned against the installed protobuf runtime (generated ``_pb2`` files check
 it), and nothing a build can regenerate is in the repository. The handlers take the raw
 request bytes and parse them themselves, so a malformed message is INVALID_ARGUMENT with a reason
@@ -36,13 +36,17 @@ def _compile_protos() -> SimpleNamespace:
     messages are made in a pool of their own rather than protobuf's default one, because stock
     clients register the very same names there (tritonclient.grpc's ``inference.*``), and a device
     or a test that loads both in one process would otherwise fail with "duplicate symbol"."""
-    from grpc_tools import protoc
+    import subprocess
+    import sys
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "v2.pb"
-        status = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name])
-        if status != 0:
-            raise RuntimeError(f"protoc could not compile {PROTO} (status {status})")
+        # In a child process: grpc_tools' protoc, run in a process that has already loaded another
+        # protobuf C++ runtime (TensorFlow's, in the test suite), crashes with a segmentation fault.
+        done = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}",
+                               f"--descriptor_set_out={out}", PROTO.name], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"protoc could not compile {PROTO} (status {done.returncode}): {done.stderr.strip()}")
         files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     pool = descriptor_pool.DescriptorPool()
     for f in files.file:
