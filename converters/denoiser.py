@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from converters.student import DepthToSpaceOp, SpaceToDepthOp
 from converters.data import SPLIT_NAME, training_photos, validation_photos
 from converters.train import _write_json, cosine_lr, ema_weights, load_checkpoint, psnr, save_checkpoint
 from edge_deblur.images import AtomicFile
@@ -46,42 +47,8 @@ SIGMA_MAX = 50.0 / 255.0  # the noise range trained, [0, 1] pixel units
 VAL_SIGMA = 15.0 / 255.0  # the noise level of the progress line's validation PSNR
 
 
-@keras.saving.register_keras_serializable(package="edge_deblur")
-class SpaceToDepth(layers.Layer):
-    def __init__(self, block: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.block = block
-
-    def call(self, x):
-        import tensorflow as tf
-
-        return tf.nn.space_to_depth(x, self.block)
-
-    def compute_output_shape(self, shape):
-        b, h, w, c = shape
-        return (b, None if h is None else h // self.block, None if w is None else w // self.block, c * self.block**2)
-
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
-
-
-@keras.saving.register_keras_serializable(package="edge_deblur")
-class DepthToSpace(layers.Layer):
-    def __init__(self, block: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.block = block
-
-    def call(self, x):
-        import tensorflow as tf
-
-        return tf.nn.depth_to_space(x, self.block)
-
-    def compute_output_shape(self, shape):
-        b, h, w, c = shape
-        return (b, None if h is None else h * self.block, None if w is None else w * self.block, c // self.block**2)
-
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
+# The students' space/depth layers: single TFLite SPACE_TO_DEPTH / DEPTH_TO_SPACE ops, run by XNNPACK.
+SpaceToDepth, DepthToSpace = SpaceToDepthOp, DepthToSpaceOp
 
 
 def _block(x, channels: int, name: str):
