@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,14 +20,14 @@ from .model import Deblurrer, bundled_models, resolve_model, read_sidecar
 
 def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network") -> None:
     p.add_argument("--model", default="default", help=f"a .tflite/.onnx file or a bundled model ({', '.join(bundled_models()) or 'none'}; default: the bundled default)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the model (default: all cores)")
     p.add_argument("--method", choices=pipeline.METHODS, default=default_method,
                    help=f"auto: estimate the blur kernel and restore, falling back to a network when the estimate fails; "
                         f"blind: estimate and restore, unchecked; network: the feed-forward model; wiener/rl: classical, "
                         f"given --psf (default: {default_method})")
     p.add_argument("--psf", help="wiener/rl, or blind to skip estimation: motion:LENGTH,ANGLE | defocus:RADIUS | "
                    "gaussian:SIGMA | a PSF image or .npy (e.g. a --save-kernel result)")
-    p.add_argument("--kernel-size", type=int, default=None, metavar="N",
+    p.add_argument("--kernel-size", type=_kernel_side, default=None, metavar="N",
                    help="blind/auto: the blur kernel's side in pixels, odd (default: chosen from the image)")
     p.add_argument("--server", metavar="URL", help="partitioned mode: an edge-deblur serve or Triton server "
                    "(http://HOST:PORT); every frame still finishes here when the server is slow, refuses or is gone")
@@ -36,10 +37,10 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
                         "(frame up, result down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
-    p.add_argument("--iterations", type=int, default=30, help="Richardson-Lucy iterations")
+    p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations")
     p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio")
-    p.add_argument("--tile", type=int, default=None, help="largest window side per model run (default: the model's)")
-    p.add_argument("--overlap", type=int, default=32, help="overlap between windows, pixels")
+    p.add_argument("--tile", type=_positive_int, default=None, help="largest window side per model run (default: the model's)")
+    p.add_argument("--overlap", type=_non_negative_int, default=32, help="overlap between windows, pixels, less than --tile (default: 32)")
     p.add_argument("--clahe", action="store_true", help="equalise contrast first (X-ray-like grayscale images)")
     p.add_argument("--gate", type=float, default=None, metavar="SHARPNESS", help="pass through untouched any frame whose variance of the Laplacian reaches this")
 
@@ -71,6 +72,8 @@ def _local_method(args) -> pipeline.Method:
 
 
 def cmd_deblur(args) -> int:
+    # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
+    pipeline.plan_batch(args.inputs, args.output, suffix=args.suffix, compare=args.compare, save_kernels=args.save_kernel)
     method = _method(args)
     report = pipeline.deblur_files(method, args.inputs, args.output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
@@ -80,6 +83,8 @@ def cmd_deblur(args) -> int:
     _summarise(method)
     print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
           + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    for folder in report.empty:
+        print(f"warning: no images found in {folder}", file=sys.stderr)
     for path, problem in report.failures:
         print(f"error: {problem}", file=sys.stderr)
     if report.failures:
@@ -90,10 +95,9 @@ def cmd_deblur(args) -> int:
 def cmd_run(args) -> int:
     gate = video.BlurGate(args.gate) if args.gate is not None else None
     if args.video and args.select:
-        try:
-            keep = float(args.select) if "." in args.select else int(args.select)
-        except ValueError:
-            raise EdgeDeblurError(f"--select {args.select!r}: give a frame count (10) or a fraction (0.2)") from None
+        keep = args.select  # parsed and range-checked by _keep
+        if keep == 1.0 and isinstance(keep, float):
+            keep = sys.maxsize  # the whole video: select_sharpest caps a count at the number of frames
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
         kept = video.select_sharpest(args.video, out, keep=keep)
         print(f"kept {len(kept)} sharpest frame(s) -> {out}")
@@ -139,6 +143,105 @@ class _Recording:
     def abort(self) -> None:
         if self.writer:
             self.writer.abort()
+
+
+# argparse types: each checks one argument before any work, so a bad value exits 2 with
+# "edge-deblur VERB: error: argument --NAME: ..." and never reaches a model or a decoder.
+
+def _int_at_least(least: int, what: str = ""):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {what or f'at least {least}'}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive whole number")
+_non_negative_int = _int_at_least(0, "0 or more")
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, both positive."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give WIDTHxHEIGHT, e.g. 640x480") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return width, height
+
+
+def _kernel_side(text: str) -> int:
+    """An odd kernel side of at least 3 pixels (the kernel needs a centre pixel)."""
+    value = _int_at_least(3)(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be odd (the kernel has a centre pixel), got {value}")
+    return value
+
+
+def _keep(text: str) -> int | float:
+    """--select: a frame count (a positive whole number) or a fraction in (0, 1]."""
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a frame count (10) or a fraction (0.2)") from None
+    if isinstance(value, int) and value < 1:
+        raise argparse.ArgumentTypeError(f"a frame count must be 1 or more, got {value}")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1], got {value:g}")
+    return value
+
+
+def _image_suffix(text: str) -> str:
+    """--suffix: one of the formats write_image writes."""
+    suffix = text.lower() if text.startswith(".") else "." + text.lower()
+    if suffix not in images.IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a format written here (use one of "
+                                         f"{', '.join(sorted(images.IMAGE_SUFFIXES))})")
+    return suffix
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Raise ArgumentTypeError unless ``folder`` is, or can be created as, a folder we can write in.
+    The nearest existing ancestor is probed with a real temporary file (os.access says yes to root
+    and knows nothing of read-only mounts)."""
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{what} {folder} is a file, not a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{what} {folder}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".edge-deblur-probe-"):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{what} {folder}: cannot write in {existing} ({e.strerror})") from None
+
+
+def _output_folder(text: str) -> Path:
+    """-o for deblur: a folder (made if missing) we can write in."""
+    path = Path(text)
+    _check_writable_folder(path, "output folder")
+    return path
+
+
+def _output_file(text: str) -> Path:
+    """-o for run: a video file, or (run --select) a folder of frames; its folder must be writable."""
+    path = Path(text)
+    if path.suffix.lower() in video.VIDEO_SUFFIXES:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a video file name")
+        _check_writable_folder(path.parent, "output folder")
+    else:
+        _check_writable_folder(path, "output folder")
+    return path
 
 
 def _json_output(text: str) -> Path:
@@ -203,7 +306,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = args.size  # parsed and range-checked by _frame_size
     frame = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
     if args.image:
         frame = images.read_image(args.image)
@@ -263,10 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deblur", help="deblur images and folders of images")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, help="output folder (names keep the input's stem)")
-    p.add_argument("--suffix", help="output format, e.g. .png (default: the input's)")
+    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem)")
+    p.add_argument("--suffix", type=_image_suffix, help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this (decompression bombs)")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images larger than this (decompression bombs)")
     p.add_argument("--save-kernel", action="store_true",
                    help="blind/auto: write each estimated kernel next to its result, as NAME.kernel.npy and NAME.kernel.png")
     _add_method_args(p, default_method="auto")
@@ -276,10 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", help="OpenCV index, GStreamer pipeline, or 'picamera2'")
     src.add_argument("--video", help="a video file")
-    p.add_argument("-o", "--output", help="output video (camera: optional recording)")
-    p.add_argument("--select", help="video: keep only the N sharpest frames (or a fraction, e.g. 0.2), untouched")
-    p.add_argument("--max-frames", type=int, default=None, help="camera: stop after this many frames")
-    p.add_argument("--queue", type=int, default=2, help="camera: frames buffered between capture and deblurring")
+    p.add_argument("-o", "--output", type=_output_file, help="output video (camera: optional recording)")
+    p.add_argument("--select", type=_keep, help="video: keep only the N sharpest frames (or a fraction, e.g. 0.2), untouched")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="camera: stop after this many frames")
+    p.add_argument("--queue", type=_positive_int, default=2, help="camera: frames buffered between capture and deblurring")
     p.add_argument("--policy", choices=["drop-oldest", "drop-newest", "block"], default="drop-oldest",
                    help="camera: what a full queue does with a new frame (default: drop the oldest, for low latency)")
     p.add_argument("--fps", type=float, default=30.0, help="camera: frame rate written to the recording")
@@ -289,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR/SSIM/latency table on blurred/sharp pairs")
     p.add_argument("--pairs", required=True, help="folder with blur/ and sharp/ (and optionally kernels/NAME.npy)")
     p.add_argument("--model", action="append", help="model(s) to evaluate (repeatable; default: the bundled default)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the models (default: all cores)")
     p.add_argument("--method", action="append", choices=["blind", "auto"],
                    help="also evaluate blind deblurring / auto (repeatable; with it, networks only when --model is given)")
     p.add_argument("--no-baselines", action="store_true", help="skip the restorations given the true kernels "
@@ -304,11 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time models on a frame")
     p.add_argument("--model", action="append", help="model(s) to time (repeatable)")
-    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of a synthetic frame")
+    p.add_argument("--size", type=_frame_size, default="640x480", help="WIDTHxHEIGHT of a synthetic frame (default: 640x480)")
     p.add_argument("--image", help="time on this image instead")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--tile", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the models (default: all cores)")
+    p.add_argument("--tile", type=_positive_int, default=None, help="largest window side per model run (default: the model's)")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs after 2 warm-up runs (default: 20)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("convert", help="distill, prune and quantize a teacher into a student for a target (host toolchain)")
@@ -337,8 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
+    """Checks that involve two arguments, still before any work (argparse's exit 2)."""
+    tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", None)
+    if tile is not None and overlap is not None and overlap >= tile:
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # the verb's own "usage:" line
+        sub.error(f"argument --overlap: must be less than --tile ({tile}), got {overlap}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_combinations(parser, args)
     try:
         return args.func(args)
     except EdgeDeblurError as e:

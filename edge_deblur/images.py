@@ -102,7 +102,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
     limit = _max_pixels(max_pixels)
     if header.width * header.height > limit:
         raise ImageError(f"{path}: {header.width}x{header.height} = {header.width * header.height} pixels "
-                         f"exceeds the limit of {limit} (raise it with max_pixels or {MAX_PIXELS_ENV})")
+                         f"exceeds the limit of {limit} (raise it with --max-pixels, max_pixels= in Python, or {MAX_PIXELS_ENV})")
     if not header.complete:
         raise ImageError(f"{path}: truncated {fmt} file (the end of the image data is missing)")
     if header.upright_patch is not None:

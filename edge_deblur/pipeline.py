@@ -9,6 +9,7 @@ an image took and with which kernel.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +108,48 @@ class BatchReport:
     seconds: float = 0.0
     paths: list[tuple[Path, str, str]] = field(default_factory=list)  # (input, path taken, why): blind/auto
     kernels: list[Path] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)  # folders given as inputs that held no images
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.empty
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch will read and write, known before any image is decoded."""
+
+    sources: list[Path]  # the images to read, in order
+    targets: list[Path]  # where each one's result goes
+    missing: list[Path]  # inputs that do not exist (failures, the rest go on)
+    empty: list[Path]  # folders with no images in them
+
+
+def plan_batch(inputs: Sequence[str | Path], out_dir: str | Path, *, suffix: str | None = None,
+               compare: bool = False, save_kernels: bool = False) -> BatchPlan:
+    """Expand ``inputs`` (files and folders) and name every output, refusing, before any work, two
+    inputs whose outputs would overwrite each other (``d1/a.png`` and ``d2/a.png``; with ``compare``
+    or ``save_kernels`` also ``a.png`` and ``a.jpg``, whose ``compare/a.jpg`` and ``a.kernel.*``
+    would be shared). Refusing rather than renaming keeps every output named after its input."""
+    sources, missing, empty = [], [], []
+    for item in map(Path, inputs):
+        if not item.exists():
+            missing.append(item)
+            continue
+        found = images.list_images([item])
+        if item.is_dir() and not found:
+            empty.append(item)
+        sources += [path for path in found if path not in sources]  # a file named twice is deblurred once
+    targets = [images.output_path(path, out_dir, suffix) for path in sources]
+    claimed: dict[object, Path] = {}
+    for source, target in zip(sources, targets):
+        for key in [target] + ([target.stem] if compare or save_kernels else []):
+            if key in claimed and claimed[key] != source:
+                also = " (their compare pictures or kernels share the name)" if key == target.stem else ""
+                raise EdgeDeblurError(f"{claimed[key]} and {source} would both be written as {target.name if key == target else key}"
+                                      f" in {out_dir}{also}; deblur them into different output folders, or rename one")
+            claimed[key] = source
+    return BatchPlan(sources, targets, missing, empty)
 
 
 def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Path, *,
@@ -119,18 +158,20 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
                  save_kernels: bool = False) -> BatchReport:
     """Deblur every image in ``inputs`` (files or folders) into ``out_dir``, keeping each input's stem.
 
-    A bad file does not stop the batch: it is recorded in the report's ``failures`` and the rest go
-    on. ``compare`` also writes ``out_dir/compare/<stem>.jpg``, input and result side by side.
+    A bad or missing file does not stop the batch: it is recorded in the report's ``failures`` and
+    the rest go on; a folder with no images is listed in ``empty``. Outputs that would overwrite
+    each other are refused before any work (``plan_batch``). ``compare`` also writes ``out_dir/compare/<stem>.jpg``, input and result side by side.
     Frames whose sharpness (variance of the Laplacian) reaches ``sharp_threshold`` are copied
     through untouched. For blind methods, ``report.paths`` records the path each image took, and
     ``save_kernels`` writes each estimated kernel next to its result (``save_kernel``).
     """
-    report = BatchReport()
-    paths = images.list_images(inputs)
     out_dir = Path(out_dir)
+    plan = plan_batch(inputs, out_dir, suffix=suffix, compare=compare, save_kernels=save_kernels)
+    report = BatchReport(empty=list(plan.empty))
+    report.failures += [(path, f"{path}: no such file or folder") for path in plan.missing]
     start = time.perf_counter()
-    with Progress(len(paths), "deblur", enabled=progress) as bar:
-        for path in paths:
+    with Progress(len(plan.sources), "deblur", enabled=progress) as bar:
+        for path, target in zip(plan.sources, plan.targets):
             try:
                 image = images.read_image(path, max_pixels=max_pixels)
                 if sharp_threshold is not None and laplacian_variance(image) >= sharp_threshold:
@@ -138,8 +179,12 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
                     report.passed_through.append(path)
                 else:
                     result = deblur(image)
-                target = images.output_path(path, out_dir, suffix)
-                images.write_image(target, result)
+                if result is image and target.suffix.lower() == path.suffix.lower():
+                    # Passed through in the same format: the source's own bytes (no re-encoding, EXIF kept).
+                    with images.AtomicFile(target) as tmp:
+                        shutil.copyfile(path, tmp)
+                else:
+                    images.write_image(target, result)
                 report.written.append(target)
                 last = getattr(deblur, "last", None)
                 if last is not None and result is not image:
@@ -151,6 +196,8 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
                     images.write_image(out_dir / "compare" / f"{path.stem}.jpg", picture)
             except EdgeDeblurError as e:
                 report.failures.append((path, str(e)))
+            except OSError as e:  # a full disk or a vanished source: this image fails, the rest go on
+                report.failures.append((path, f"{path}: {e.strerror or e}"))
             bar.update(1, failed=len(report.failures))
     report.seconds = time.perf_counter() - start
     return report

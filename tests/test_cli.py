@@ -223,3 +223,175 @@ def test_deblur_with_a_dead_server_finishes_every_image_here(photo_dir, tmp_path
     written = sorted(p.name for p in out.iterdir() if p.is_file())
     assert written and "offload:" in printed and "local" in printed
     assert code in (0, 1)  # photo_dir holds a bad file on purpose; the good ones are all written
+
+
+# --- issue 15: every argument checked before any work -------------------------------------------
+
+from edge_deblur import cli as cli_module  # noqa: E402
+
+# Bad values per argparse type, so the test below walks every verb's options rather than a hand list.
+BAD_VALUES = {
+    cli_module._positive_int: ["0", "-1", "2.5", "many"],
+    cli_module._non_negative_int: ["-5", "x"],
+    cli_module._frame_size: ["640", "0x0", "640x-1", "axb", "640x480x3"],
+    cli_module._kernel_side: ["4", "1", "-3", "x"],
+    cli_module._keep: ["0", "-1", "1.5", "0.0", "ten"],
+    cli_module._image_suffix: [".gif", "txt"],
+}
+
+
+def _verbs():
+    parser = cli_module.build_parser()
+    return parser._subparsers._group_actions[0].choices
+
+
+def _base_argv(verb, photo_path, tmp_path):
+    """The verb's required arguments, all valid (nothing runs: parsing stops first)."""
+    return {"deblur": ["deblur", str(photo_path), "-o", str(tmp_path / "out")],
+            "run": ["run", "--video", str(tmp_path / "clip.mp4")],
+            "eval": ["eval", "--pairs", str(tmp_path)],
+            "bench": ["bench"], "info": ["info", "x.tflite"],
+            "convert": ["convert", "--target", "rpi4"]}.get(verb)
+
+
+def _bad_argument_cases():
+    cases = []
+    for verb, sub in _verbs().items():
+        for action in sub._actions:
+            for bad in BAD_VALUES.get(action.type, []):
+                cases.append((verb, action.option_strings[-1], bad))
+    return cases
+
+
+def test_the_generated_cases_cover_the_options_the_issue_names():
+    covered = {(verb, option) for verb, option, _ in _bad_argument_cases()}
+    for needed in [("bench", "--size"), ("bench", "--repeats"), ("bench", "--threads"), ("bench", "--tile"),
+                   ("run", "--select"), ("run", "--tile"), ("run", "--overlap"), ("run", "--threads"),
+                   ("deblur", "--tile"), ("deblur", "--overlap"), ("deblur", "--threads"), ("deblur", "--max-pixels"),
+                   ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads")]:
+        assert needed in covered, needed
+
+
+@pytest.mark.parametrize("verb,option,bad", _bad_argument_cases())
+def test_every_bad_value_exits_2_naming_the_argument_before_any_work(verb, option, bad, photo_paths, tmp_path, capsys):
+    argv = _base_argv(verb, photo_paths[0], tmp_path) + [option, bad]
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2, err
+    assert f"edge-deblur {verb}: error: argument {option}" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists(), "work started before the arguments were checked"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--tile", "16"], "argument --overlap: must be less than --tile (16), got 32"),
+    (["--tile", "64", "--overlap", "64"], "argument --overlap: must be less than --tile (64), got 64"),
+])
+@pytest.mark.parametrize("verb", ["deblur", "run"])
+def test_overlap_must_be_less_than_the_tile(verb, extra, message, photo_paths, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(_base_argv(verb, photo_paths[0], tmp_path) + extra)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_good_values_still_parse(photo_paths, tmp_path):
+    parse = cli_module.build_parser().parse_args
+    assert parse(["bench", "--size", "640x480"]).size == (640, 480)
+    assert parse(["run", "--video", "v.mp4", "--select", "10"]).select == 10
+    assert parse(["run", "--video", "v.mp4", "--select", "0.2"]).select == 0.2
+    assert parse(["run", "--video", "v.mp4", "--select", "1.0"]).select == 1.0
+    assert parse(_base_argv("deblur", photo_paths[0], tmp_path) + ["--suffix", "PNG", "--kernel-size", "25"]).suffix == ".png"
+
+
+def test_select_1_0_keeps_every_frame(tmp_path, photo):
+    clip = tmp_path / "clip.avi"
+    with VideoWriter(clip, 10, (160, 120)) as w:
+        for i in range(4):
+            w.write(np.ascontiguousarray(photo[i * 8:i * 8 + 120, :160]))
+    assert main(["run", "--video", str(clip), "--select", "1.0", "-o", str(tmp_path / "all")]) == 0
+    assert len(list((tmp_path / "all").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("verb", ["deblur", "run"])
+def test_an_output_that_is_a_file_or_unwritable_exits_2_before_any_work(verb, photo_paths, tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    outputs = [(str(a_file), f"{a_file} is a file, not a folder"),
+               (str(a_file / "sub"), f"{a_file} is a file, not a folder"),
+               ("/proc/edge-deblur-out", "cannot write in /proc")]  # procfs takes no new files, even from root
+    if verb == "run":
+        outputs += [(str(a_file / "o.mp4"), f"{a_file} is a file, not a folder"), ("/proc/o.mp4", "cannot write in /proc")]
+    for output, message in outputs:
+        argv = ["deblur", str(photo_paths[0])] if verb == "deblur" else ["run", "--video", str(tmp_path / "clip.mp4")]
+        with pytest.raises(SystemExit) as exit:
+            main(argv + ["-o", output])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and "argument -o/--output" in err and message in err, err
+
+
+# --- issue 15: nothing lost silently, honest counts ---------------------------------------------
+
+def test_inputs_whose_outputs_would_collide_are_refused_before_any_work(photo_paths, tmp_path, unsharp_model, capsys):
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir(), d2.mkdir()
+    shutil.copy(photo_paths[0], d1 / "a.png")
+    cv2.imwrite(str(d1 / "a.jpg"), cv2.imread(str(photo_paths[1])))
+    shutil.copy(photo_paths[2], d2 / "a.png")
+    out = tmp_path / "out"
+    argv = ["deblur", str(d1), str(d2), "-o", str(out), "--method", "network", "--model", str(unsharp_model)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{d1 / 'a.png'} and {d2 / 'a.png'} would both be written as a.png" in err
+    assert not out.exists()
+    # a.png and a.jpg share compare/a.jpg: refused with --compare, fine without
+    assert main(argv[:1] + [str(d1)] + argv[3:] + ["--compare"]) == 2
+    assert f"{d1 / 'a.jpg'} and {d1 / 'a.png'} would both be written as a" in capsys.readouterr().err
+    assert main(argv[:1] + [str(d1)] + argv[3:]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a.jpg", "a.png"] and "wrote 2 image(s)" in capsys.readouterr().out
+
+
+def test_gate_copies_already_sharp_images_byte_for_byte(photo_paths, tmp_path, unsharp_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(photo_paths[0], src / "p.png")
+    cv2.imwrite(str(src / "j.jpg"), cv2.imread(str(photo_paths[1])), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    out = tmp_path / "out"
+    # Every image's variance of the Laplacian is >= 0: all pass through.
+    assert main(["deblur", str(src), "-o", str(out), "--method", "network", "--model", str(unsharp_model), "--gate", "0"]) == 0
+    assert "(2 already sharp, copied)" in capsys.readouterr().out
+    for name in ("p.png", "j.jpg"):
+        assert (out / name).read_bytes() == (src / name).read_bytes(), name
+    # Another format cannot keep the bytes; the pixels still match exactly in a lossless one.
+    assert main(["deblur", str(src / "j.jpg"), "-o", str(out / "png"), "--method", "network", "--model",
+                 str(unsharp_model), "--gate", "0", "--suffix", ".png"]) == 0
+    assert np.array_equal(read_image(out / "png" / "j.png"), read_image(src / "j.jpg"))
+
+
+def test_a_missing_input_is_a_failure_and_the_rest_go_on(photo_paths, tmp_path, unsharp_model, capsys):
+    out = tmp_path / "o"
+    missing = tmp_path / "missing.png"
+    code = main(["deblur", str(photo_paths[0]), str(missing), "-o", str(out), "--method", "network", "--model", str(unsharp_model)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"error: {missing}: no such file or folder" in captured.err and "1 of 2 image(s) failed" in captured.err
+    assert "wrote 1 image(s)" in captured.out and (out / photo_paths[0].name).exists()
+
+
+@pytest.mark.parametrize("with_subfolder", [False, True])
+def test_an_empty_folder_warns_and_exits_1(with_subfolder, tmp_path, unsharp_model, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if with_subfolder:
+        (empty / "sub").mkdir()
+    code = main(["deblur", str(empty), "-o", str(tmp_path / "o"), "--method", "network", "--model", str(unsharp_model)])
+    captured = capsys.readouterr()
+    assert code == 1 and f"warning: no images found in {empty}" in captured.err
+    assert "wrote 0 image(s)" in captured.out
+
+
+def test_the_pixel_limit_message_names_the_flag(photo_paths, tmp_path, unsharp_model, capsys):
+    code = main(["deblur", str(photo_paths[0]), "-o", str(tmp_path / "o"), "--method", "network",
+                 "--model", str(unsharp_model), "--max-pixels", "1000"])
+    err = capsys.readouterr().err
+    assert code == 1 and "exceeds the limit of 1000" in err and "raise it with --max-pixels" in err
