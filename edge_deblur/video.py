@@ -143,6 +143,17 @@ class VideoReader:
         self.close()
 
 
+def _unwritable(probe: Path) -> str | None:
+    """Why a file cannot be created at ``probe`` (the OS's words), or None when it can."""
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    probe.unlink(missing_ok=True)
+    return None
+
+
 class VideoWriter:
     """Writes RGB frames to a video file atomically; the codec follows the suffix (see ``VIDEO_SUFFIXES``).
 
@@ -163,12 +174,22 @@ class VideoWriter:
         if width < 1 or height < 1:
             raise VideoError(f"{self.path}: the frame size must be positive, got {width}x{height}")
         self.fps, self.size, self.frames = float(fps), (int(width), int(height)), 0
-        self._target = AtomicFile(self.path)
+        try:
+            self._target = AtomicFile(self.path)
+        except OSError as e:  # the folder cannot be made: a file in the way, no permission, read-only
+            raise VideoError(f"{self.path}: cannot create the folder {self.path.parent} ({e.strerror or e})") from None
         self._writer: cv2.VideoWriter | None = cv2.VideoWriter(
             str(self._target.temp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size)
         if not self._writer.isOpened():
             self._writer.release()
-            self._target.discard()
+            try:
+                self._target.discard()
+            except OSError:
+                pass  # nothing was written; the clean-up must not hide the real error
+            # OpenCV says only "not opened": find out whether the folder takes files at all.
+            cause = _unwritable(self._target.temp)
+            if cause:
+                raise VideoError(f"{self.path}: cannot write in {self.path.parent} ({cause})")
             raise VideoError(f"{self.path}: OpenCV cannot open a {fourcc} writer at {width}x{height}, {fps} fps")
 
     def write(self, frame: np.ndarray) -> None:

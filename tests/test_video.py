@@ -379,3 +379,13 @@ def test_open_camera_errors_are_clear(tmp_path, monkeypatch):
         open_camera("nosuchelement ! appsink")
     with pytest.raises(VideoError, match=r"nothere\.mp4: OpenCV cannot open it"):
         open_camera(str(tmp_path / "nothere.mp4"))
+
+
+def test_writer_names_a_permission_problem_and_its_clean_up_never_raises(tmp_path):
+    # procfs takes no new files, even from root: OpenCV's "not opened" is explained by the OS's cause.
+    with pytest.raises(VideoError, match=r"/proc/edge-deblur\.mp4: cannot write in /proc \("):
+        VideoWriter("/proc/edge-deblur.mp4", 10, (160, 120))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    with pytest.raises(VideoError, match=rf"cannot create the folder {blocker}"):
+        VideoWriter(blocker / "out.mp4", 10, (160, 120))
