@@ -291,14 +291,21 @@ def select_sharpest(src: str | Path, dst: str | Path, *, keep: int | float) -> l
     frame). Ties go to the earlier frame. The kept frames are written in their original order to
     ``dst``: a video with the source's frame rate if ``dst`` has a video suffix, otherwise a folder of
     PNGs named by frame index (``000042.png``). The video is decoded twice rather than held in memory.
+    A folder that already holds such frames (an earlier selection) is refused before any decoding:
+    the new frames would be mixed in with the old, and deleting them is the user's call.
     """
+    dst = Path(dst)
+    if dst.suffix.lower() not in VIDEO_SUFFIXES and dst.is_dir():
+        earlier = sorted(p.name for p in dst.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"))
+        if earlier:
+            raise VideoError(f"{dst} already holds {len(earlier)} selected frame(s) ({earlier[0]}...) from an earlier "
+                             f"run; choose an empty folder or remove them")
     with VideoReader(src) as reader:
         scores = np.array([laplacian_variance(frame) for frame in reader])
         fps, size = reader.fps, reader.size
     count = _keep_count(keep, len(scores))
     kept = sorted(np.argsort(-scores, kind="stable")[:count].tolist())
     wanted = set(kept)
-    dst = Path(dst)
     with VideoReader(src) as reader:
         frames = (frame for index, frame in zip(range(kept[-1] + 1), reader) if index in wanted)
         if dst.suffix.lower() in VIDEO_SUFFIXES:

@@ -395,3 +395,15 @@ def test_the_pixel_limit_message_names_the_flag(photo_paths, tmp_path, unsharp_m
                  "--model", str(unsharp_model), "--max-pixels", "1000"])
     err = capsys.readouterr().err
     assert code == 1 and "exceeds the limit of 1000" in err and "raise it with --max-pixels" in err
+
+
+def test_select_into_a_folder_used_before_exits_2_naming_it(tmp_path, photo, capsys):
+    clip = tmp_path / "clip.avi"
+    with VideoWriter(clip, 10, (160, 120)) as w:
+        for i in range(4):
+            w.write(np.ascontiguousarray(photo[i * 8:i * 8 + 120, :160]))
+    out = tmp_path / "sel"
+    assert main(["run", "--video", str(clip), "--select", "2", "-o", str(out)]) == 0
+    assert main(["run", "--video", str(clip), "--select", "3", "-o", str(out)]) == 2
+    assert f"error: {out} already holds 2 selected frame(s)" in capsys.readouterr().err
+    assert len(list(out.glob("*.png"))) == 2

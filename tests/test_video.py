@@ -389,3 +389,14 @@ def test_writer_names_a_permission_problem_and_its_clean_up_never_raises(tmp_pat
     blocker.write_text("in the way")
     with pytest.raises(VideoError, match=rf"cannot create the folder {blocker}"):
         VideoWriter(blocker / "out.mp4", 10, (160, 120))
+
+
+def test_select_into_a_folder_holding_an_earlier_selection_is_refused(tmp_path, shaky_clip):
+    select_sharpest(shaky_clip, tmp_path / "best", keep=3)
+    before = sorted((tmp_path / "best").iterdir())
+    with pytest.raises(VideoError, match=r"best already holds 3 selected frame\(s\) .* from an earlier run"):
+        select_sharpest(shaky_clip, tmp_path / "best", keep=2)
+    assert sorted((tmp_path / "best").iterdir()) == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("unrelated files do not block")
+    assert len(select_sharpest(shaky_clip, tmp_path / "other", keep=2)) == 2
