@@ -15,11 +15,11 @@ import numpy as np
 from . import __version__, images, pipeline, video
 from .errors import EdgeDeblurError
 from .metrics import measure_latency
-from .model import Deblurrer, bundled_models, resolve_model, read_sidecar
+from .model import DEFAULT_MODEL, Deblurrer, bundled_models, resolve_model, read_sidecar
 
 
 def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network") -> None:
-    p.add_argument("--model", default="default", help=f"a .tflite/.onnx file or a bundled model ({', '.join(bundled_models()) or 'none'}; default: the bundled default)")
+    p.add_argument("--model", default="default", help=f"a .tflite/.onnx file or a bundled model ({', '.join(bundled_models()) or 'none'}; default: {DEFAULT_MODEL})")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the model (default: all cores)")
     p.add_argument("--method", choices=pipeline.METHODS, default=default_method,
                    help=f"auto: estimate the blur kernel and restore, falling back to a network when the estimate fails; "
@@ -37,12 +37,12 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
                         "(frame up, result down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
-    p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations")
-    p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio")
+    p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
+    p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio (default: 0.01)")
     p.add_argument("--tile", type=_positive_int, default=None, help="largest window side per model run (default: the model's)")
     p.add_argument("--overlap", type=_non_negative_int, default=32, help="overlap between windows, pixels, less than --tile (default: 32)")
     p.add_argument("--clahe", action="store_true", help="equalise contrast first (X-ray-like grayscale images)")
-    p.add_argument("--gate", type=float, default=None, metavar="SHARPNESS", help="pass through untouched any frame whose variance of the Laplacian reaches this")
+    p.add_argument("--gate", type=float, default=None, metavar="SHARPNESS", help="pass through untouched (the source file copied) any frame whose variance of the Laplacian reaches this (default: off)")
 
 
 def _method(args) -> pipeline.Method:
@@ -315,7 +315,7 @@ def cmd_bench(args) -> int:
         stats = measure_latency(lambda: deblur(frame), warmup=2, repeats=args.repeats)
         plan = deblur.plan(*frame.shape[:2])
         print(f"{model}: {frame.shape[1]}x{frame.shape[0]}, {plan.count} window(s) of "
-              f"{plan.rows.window}x{plan.cols.window}, threads={args.threads or 'all'}: "
+              f"{plan.cols.window}x{plan.rows.window}, threads={args.threads or 'all'}: "
               f"median {stats.median_ms:.1f} ms ({stats.fps:.1f} fps), p90 {stats.p90_ms:.1f} ms")
     return 0
 
@@ -364,34 +364,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("deblur", help="deblur images and folders of images")
+    p = sub.add_parser("deblur", help="deblur images and folders of images", epilog="example: edge-deblur deblur photos/ -o sharp/ --compare")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem)")
+    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work)")
     p.add_argument("--suffix", type=_image_suffix, help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
-    p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images larger than this (decompression bombs)")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images with more pixels than this, decompression bombs (default: 100000000, or $EDGE_DEBLUR_MAX_PIXELS)")
     p.add_argument("--save-kernel", action="store_true",
                    help="blind/auto: write each estimated kernel next to its result, as NAME.kernel.npy and NAME.kernel.png")
     _add_method_args(p, default_method="auto")
     p.set_defaults(func=cmd_deblur)
 
-    p = sub.add_parser("run", help="deblur a camera stream or a video file")
+    p = sub.add_parser("run", help="deblur a camera stream or a video file", epilog="examples: edge-deblur run --video clip.mp4 -o clip_sharp.mp4; edge-deblur run --video clip.mp4 --select 0.2 -o best/")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", help="OpenCV index, GStreamer pipeline, or 'picamera2'")
     src.add_argument("--video", help="a video file")
     p.add_argument("-o", "--output", type=_output_file, help="output video (camera: optional recording)")
     p.add_argument("--select", type=_keep, help="video: keep only the N sharpest frames (or a fraction, e.g. 0.2), untouched")
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="camera: stop after this many frames")
-    p.add_argument("--queue", type=_positive_int, default=2, help="camera: frames buffered between capture and deblurring")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="camera: stop after this many frames (default: run until stopped)")
+    p.add_argument("--queue", type=_positive_int, default=2, help="camera: frames buffered between capture and deblurring (default: 2)")
     p.add_argument("--policy", choices=["drop-oldest", "drop-newest", "block"], default="drop-oldest",
                    help="camera: what a full queue does with a new frame (default: drop the oldest, for low latency)")
-    p.add_argument("--fps", type=float, default=30.0, help="camera: frame rate written to the recording")
+    p.add_argument("--fps", type=float, default=30.0, help="camera: frame rate written to the recording (default: 30)")
     _add_method_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("eval", help="PSNR/SSIM/latency table on blurred/sharp pairs")
+    p = sub.add_parser("eval", help="PSNR/SSIM/latency table on blurred/sharp pairs", epilog="example: edge-deblur eval --pairs pairs/ --method auto --json eval.json")
     p.add_argument("--pairs", required=True, help="folder with blur/ and sharp/ (and optionally kernels/NAME.npy)")
-    p.add_argument("--model", action="append", help="model(s) to evaluate (repeatable; default: the bundled default)")
+    p.add_argument("--model", action="append", help=f"model(s) to evaluate (repeatable; default: {DEFAULT_MODEL})")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the models (default: all cores)")
     p.add_argument("--method", action="append", choices=["blind", "auto"],
                    help="also evaluate blind deblurring / auto (repeatable; with it, networks only when --model is given)")
@@ -405,10 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="time models on a frame")
-    p.add_argument("--model", action="append", help="model(s) to time (repeatable)")
+    p = sub.add_parser("bench", help="time models on a frame", epilog="example: edge-deblur bench --model student-rpi5 --size 640x480 --threads 4")
+    p.add_argument("--model", action="append", help=f"model(s) to time, a file or a bundled name (repeatable; default: {DEFAULT_MODEL})")
     p.add_argument("--size", type=_frame_size, default="640x480", help="WIDTHxHEIGHT of a synthetic frame (default: 640x480)")
-    p.add_argument("--image", help="time on this image instead")
+    p.add_argument("--image", help="time on this image instead of a synthetic frame")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the models (default: all cores)")
     p.add_argument("--tile", type=_positive_int, default=None, help="largest window side per model run (default: the model's)")
     p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs after 2 warm-up runs (default: 20)")
@@ -431,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, help="size of the distillation set (crops run through the teacher)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("info", help="what the runtime reads from a model")
-    p.add_argument("model")
+    p = sub.add_parser("info", help="what the runtime reads from a model", epilog="example: edge-deblur info student-rpi5")
+    p.add_argument("model", help=f"a .tflite/.onnx file or a bundled model: {', '.join(bundled_models()) or 'none'} "
+                   f"(the default model is {DEFAULT_MODEL})")
     p.set_defaults(func=cmd_info)
 
     from .serve import commands as serve_commands  # serve, token, export (stdlib only until run)

@@ -1,7 +1,9 @@
 """The command line end to end, on real photos and real small models."""
 
+import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -407,3 +409,28 @@ def test_select_into_a_folder_used_before_exits_2_naming_it(tmp_path, photo, cap
     assert main(["run", "--video", str(clip), "--select", "3", "-o", str(out)]) == 2
     assert f"error: {out} already holds 2 selected frame(s)" in capsys.readouterr().err
     assert len(list(out.glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("verb", ["deblur", "run", "eval", "bench", "info"])
+def test_help_documents_every_option_with_its_default_and_an_example(verb, capsys):
+    sub = _verbs()[verb]
+    for action in sub._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{verb} {action.dest}: no help text"
+        has_default = action.default not in (None, False) and not action.required
+        if has_default:
+            assert "default" in action.help, f"{verb} {action.option_strings}: the default ({action.default}) is not shown"
+    with pytest.raises(SystemExit) as exit:
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and f"edge-deblur {verb}" in out.split("example")[-1]
+    if verb in ("deblur", "info"):
+        assert "student-rpi5" in out  # the default model is named, not "the bundled default"
+
+
+def test_bench_prints_every_size_as_width_x_height(unsharp_model, capsys):
+    assert main(["bench", "--model", str(unsharp_model), "--size", "96x200", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    # a tall frame: the window is tall too (its height padded to the model's multiple), not 2xxx96
+    assert re.search(r"96x200, 1 window\(s\) of 96x2\d\d,", out), out
