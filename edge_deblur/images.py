@@ -466,10 +466,15 @@ def _scale_to_height(image: np.ndarray, height: int) -> np.ndarray:
 
 
 def _draw_label(panel: np.ndarray, label: str) -> None:
-    """Write ``label`` in the top-left corner, white over a dark outline so it reads on any background."""
+    """Write ``label`` in the top-left corner, white on a dark box fitted to the text (its measured
+    extent plus a margin of ``pad`` pixels), so it reads on any background. A box rather than a
+    thicker dark stroke: at small scales the stroke filled the letters' insides and ran past the text."""
     scale = max(0.4, panel.shape[0] / 600)
     thickness = max(1, round(scale * 1.5))
-    (_, text_height), _ = cv2.getTextSize(label, _LABEL_FONT, scale, thickness)
-    origin = (round(8 * scale), round(8 * scale) + text_height)
-    cv2.putText(panel, label, origin, _LABEL_FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    (text_width, text_height), baseline = cv2.getTextSize(label, _LABEL_FONT, scale, thickness)
+    pad = max(2, round(4 * scale))
+    origin = (round(8 * scale) + pad, round(8 * scale) + pad + text_height)
+    top_left = (origin[0] - pad, origin[1] - text_height - pad)
+    bottom_right = (min(panel.shape[1] - 1, origin[0] + text_width + pad), min(panel.shape[0] - 1, origin[1] + baseline + pad))
+    cv2.rectangle(panel, top_left, bottom_right, (0, 0, 0), cv2.FILLED)
     cv2.putText(panel, label, origin, _LABEL_FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)

@@ -375,3 +375,21 @@ def test_side_by_side_label_reads_on_any_background():
     label_box = picture[:40, :150]
     assert (label_box == 255).all(axis=2).any() and (label_box == 0).all(axis=2).any()
     assert (picture[60:, :300] == 128).all()
+
+
+@pytest.mark.parametrize("height", [300, 1200])
+def test_side_by_side_label_box_fits_the_text(height):
+    # A dark box around white text: inside it, the text's ink reaches within the box's margin
+    # (~4 px per 600 px of height) plus a quarter of its height (the font's ascent over lowercase)
+    # of every side, so no dark block runs past the text; outside it, the panel is untouched.
+    picture = side_by_side([("deblurred", np.full((height, height, 3), 128, np.uint8))])
+    rows, cols = np.nonzero((picture == 0).all(axis=2))
+    box = picture[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert (box == 0).all(axis=2).mean() > 0.5 and (box == 255).all(axis=2).any()
+    ink_rows, ink_cols = np.nonzero((box > 0).any(axis=2))
+    allowed = max(2, round(4 * max(0.4, height / 600))) + box.shape[0] // 4
+    for gap in (ink_rows.min(), box.shape[0] - 1 - ink_rows.max(), ink_cols.min(), box.shape[1] - 1 - ink_cols.max()):
+        assert gap <= allowed, (gap, allowed)
+    outside = np.ones(picture.shape[:2], bool)
+    outside[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = False
+    assert (picture[outside] == 128).all()
