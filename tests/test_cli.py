@@ -434,3 +434,14 @@ def test_bench_prints_every_size_as_width_x_height(unsharp_model, capsys):
     out = capsys.readouterr().out
     # a tall frame: the window is tall too (its height padded to the model's multiple), not 2xxx96
     assert re.search(r"96x200, 1 window\(s\) of 96x2\d\d,", out), out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--size", "640"], "argument --size: '640': give WIDTHxHEIGHT"),
+    (["run", "--video", "clip.mp4", "--select", "1.5", "-o", "sel"], "argument --select: a fraction must be in (0, 1], got 1.5"),
+    (["deblur", "in", "-o", "o", "--tile", "16"], "argument --overlap: must be less than --tile (16), got 32"),
+])
+def test_the_issues_traceback_commands_exit_2_in_a_real_process(argv, message, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge_deblur.cli", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir()), "nothing may be written"
