@@ -275,7 +275,7 @@ def test_blur_metric_and_tv_ratio_on_a_real_photo(photo, shake):
 
     x = photo.astype(np.float32) / 255
     blurred = convolve(x, shake)
-    assert blur_metric(x) < 0.35 < blur_metric(blurred)  # measured 0.27 and 0.55
+    assert blur_metric(x) < 0.35 < blur_metric(blurred)
     assert tv_ratio(blurred, x) > 1.2 and tv_ratio(x, x) == 1.0
     ringing = x + 0.3 * np.sin(np.arange(x.shape[1]) * 2.0)[None, :, None]
     assert tv_ratio(x, ringing) > 2.5

@@ -39,7 +39,7 @@ class BlindConfig:
     # blind result within these limits gained, and the true kernel's re-blur stays at 0.9-1.0.
     max_residual_ratio: float = 1.2  # the re-blurred result may differ by this many noise levels
     max_tv_ratio: float = 1.6  # the result's total variation may be this many times the input's
-    sharp_below: float = 0.40  # a (denoised) input whose blur metric is below this is left as it is
+    sharp_below: float = 0.35  # a (denoised) input whose blur metric is below this is left as it is
     residual_floor: float = 1.0 / 255  # the noise level the ratio divides by never goes below this
 
 
@@ -87,18 +87,23 @@ def total_variation(x: np.ndarray) -> float:
     return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
-def blur_metric(x: np.ndarray) -> float:
+def blur_metric(x: np.ndarray, *, min_step: float = 4 / 255) -> float:
     """The no-reference blur metric of Crete, Dolmiere, Ladret & Nicolas (SPIE 2007), in [0, 1]:
     blur the luminance with a 9-tap box along each axis and measure how much of its neighbour
     differences the re-blur removes; a sharp image loses much (low score), a blurred one little.
-    The larger of the two axes' scores. Measure it on a denoised image: noise reads as sharpness."""
+    The larger of the two axes' scores, over the neighbour differences of at least ``min_step`` (so
+    that a flat background's residual grain does not vote: a motion-blurred object on a plain wall
+    scored 0.27 over every pixel, 0.59 over its edges). Measure it on a denoised image: noise reads
+    as sharpness."""
     g = (x if x.ndim == 2 else x[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float64)
     scores = []
     for axis, box in ((0, np.ones((9, 1)) / 9), (1, np.ones((1, 9)) / 9)):
         blurred = cv2.filter2D(g, -1, box, borderType=cv2.BORDER_REFLECT)
         d_sharp, d_blur = np.abs(np.diff(g, axis=axis)), np.abs(np.diff(blurred, axis=axis))
-        total = d_sharp.sum()
-        scores.append(float((total - np.maximum(0.0, d_sharp - d_blur).sum()) / total) if total > 0 else 1.0)
+        edges = d_sharp >= min_step
+        total = d_sharp[edges].sum()
+        kept = np.maximum(0.0, d_sharp - d_blur)[edges].sum()
+        scores.append(float((total - kept) / total) if total > 0 else 1.0)
     return max(scores)
 
 
