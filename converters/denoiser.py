@@ -368,24 +368,9 @@ def export_tflite(model: keras.Model, path: Path) -> Path:
 
 def export_onnx(model: keras.Model, path: Path) -> Path:
     """ONNX through Keras' exporter: one NHWC input ``image_sigma`` ``[batch, height, width, 4]``."""
-    import onnx
+    from converters.export import export_onnx as export_image_onnx
 
-    from converters.export import _replace_atomic
-
-    def write(tmp: str) -> None:
-        model.export(tmp, format="onnx", verbose=False,
-                     input_signature=[keras.InputSpec(shape=(None, None, None, 4), dtype="float32")])
-        graph = onnx.load(tmp)
-        old = graph.graph.input[0].name
-        graph.graph.input[0].name = "image_sigma"
-        for dim, label in zip(graph.graph.input[0].type.tensor_type.shape.dim, ("batch", "height", "width")):
-            dim.dim_param = label
-        for node in graph.graph.node:
-            node.input[:] = ["image_sigma" if name == old else name for name in node.input]
-        onnx.checker.check_model(graph)
-        onnx.save(graph, tmp)
-
-    return _replace_atomic(path, write)
+    return export_image_onnx(model, path, channels=4, input_name="image_sigma")
 
 
 def representative_inputs(count: int = 64, crop: int = 128, seed: int = 7) -> list[np.ndarray]:

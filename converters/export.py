@@ -46,21 +46,21 @@ def export_tflite(model: keras.Model, path: str | os.PathLike) -> Path:
     return _replace_atomic(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
 
 
-def export_onnx(model: keras.Model, path: str | os.PathLike) -> Path:
-    """ONNX (via Keras' exporter and tf2onnx) with one NHWC input named ``image`` of shape
-    ``[batch, height, width, 3]``, all three free."""
+def export_onnx(model: keras.Model, path: str | os.PathLike, *, channels: int = 3, input_name: str = "image") -> Path:
+    """ONNX (via Keras' exporter and tf2onnx) with one NHWC input named ``input_name`` of shape
+    ``[batch, height, width, channels]``, the first three free."""
     import onnx
 
     def write(tmp: str) -> None:
         model.export(tmp, format="onnx", verbose=False,
-                     input_signature=[keras.InputSpec(shape=(None, None, None, 3), dtype="float32")])
+                     input_signature=[keras.InputSpec(shape=(None, None, None, channels), dtype="float32")])
         graph = onnx.load(tmp)
         old = graph.graph.input[0].name
-        graph.graph.input[0].name = "image"
+        graph.graph.input[0].name = input_name
         for dim, label in zip(graph.graph.input[0].type.tensor_type.shape.dim, ("batch", "height", "width")):
             dim.dim_param = label
         for node in graph.graph.node:
-            node.input[:] = ["image" if name == old else name for name in node.input]
+            node.input[:] = [input_name if name == old else name for name in node.input]
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
 
