@@ -384,39 +384,11 @@ def representative_inputs(count: int = 64, crop: int = 128, seed: int = 7) -> li
 
 def quantize_int8(model: keras.Model, path: Path, crop: int = 128) -> Path:
     """Full-INT8 TFLite (int8 in and out, per-channel weights, per-tensor activations) calibrated on
-    ``representative_inputs``, with ``converters.quantize``'s least-error activation ranges
-    (``_mse_ranges``). ``converters.quantize.quantize_int8`` itself keeps 3 input channels only, so
-    its few converter lines are repeated here for the 4-channel input."""
-    import tempfile
+    ``representative_inputs`` (image and noise map), with ``converters.quantize``'s least-error
+    activation ranges."""
+    from converters.quantize import quantize_int8 as quantize_model
 
-    import tensorflow as tf
-    from tensorflow.lite.python.optimize import calibrator
-
-    from converters.export import _replace_atomic
-    from converters.quantize import _mse_ranges
-
-    images = [np.ascontiguousarray(x[None], np.float32) for x in representative_inputs(crop=crop)]
-
-    def dataset():
-        for image in images:
-            yield [image]
-
-    with tempfile.TemporaryDirectory() as saved:
-        model.export(saved, format="tf_saved_model", verbose=False,
-                     input_signature=[tf.TensorSpec([1, None, None, 4], tf.float32, name="image_sigma")])
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        calibrate = calibrator.Calibrator.calibrate
-        calibrator.Calibrator.calibrate = lambda self, gen: _mse_ranges(calibrate(self, gen), images[:32])
-        try:
-            flatbuffer = converter.convert()
-        finally:
-            calibrator.Calibrator.calibrate = calibrate
-    return _replace_atomic(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
+    return quantize_model(model, representative_inputs(crop=crop), path, tile=(crop, crop))
 
 
 def score_tflite(path: Path, noisy: np.ndarray, clean: np.ndarray, sigma: float) -> float:

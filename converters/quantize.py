@@ -117,7 +117,8 @@ def _mse_ranges(calibrated: bytes, images: list[np.ndarray], samples: int = 20_0
 def quantize_int8(model: keras.Model, representative: Iterable[np.ndarray], path: str | os.PathLike,
                   *, tile: tuple[int, int] = (256, 256), ranges: str = "mse", range_images: int = 32) -> Path:
     """Write a full-INT8 TFLite flatbuffer of ``model`` (int8 in, int8 out, TFLITE_BUILTINS_INT8 only)
-    to ``path``, calibrated on ``representative`` (HxWx3 float32 RGB in [0, 1]).
+    to ``path``, calibrated on ``representative`` (HxWxC float32, C at least the model's input
+    channels: RGB in [0, 1] for a student).
 
     Each calibration image is centre-cropped to ``tile`` (h, w), which must be a multiple of the
     model's stride. The file keeps the model's input shape with batch 1: a student's free height and
@@ -131,13 +132,14 @@ def quantize_int8(model: keras.Model, representative: Iterable[np.ndarray], path
     if ranges not in RANGES:
         raise ValueError(f"ranges must be one of {RANGES}, got {ranges!r}")
     th, tw = tile
+    channels = model.input_shape[-1]  # 3 for the students; 4 (image and noise map) for the denoiser
     images = []
     for image in representative:
         h, w = image.shape[:2]
         if h < th or w < tw:
             raise ValueError(f"representative image {w}x{h} is smaller than the {tw}x{th} calibration tile")
         y, x = (h - th) // 2, (w - tw) // 2
-        images.append(np.ascontiguousarray(image[None, y : y + th, x : x + tw, :3], dtype=np.float32))
+        images.append(np.ascontiguousarray(image[None, y : y + th, x : x + tw, :channels], dtype=np.float32))
 
     def dataset():
         for image in images:
