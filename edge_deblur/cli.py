@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, images, pipeline, video
+from . import __version__, images, logs, pipeline, video
 from .errors import EdgeDeblurError
 from .metrics import measure_latency
 from .model import DEFAULT_MODEL, Deblurrer, bundled_models, resolve_model, read_sidecar
@@ -32,9 +33,10 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--server", metavar="URL", help="partitioned mode: an edge-deblur serve or Triton server "
                    "(http://HOST:PORT); every frame still finishes here when the server is slow, refuses or is gone")
     p.add_argument("--token-file", metavar="F", help="partitioned mode: a file holding the server's bearer token")
-    p.add_argument("--mode", choices=["auto", "local", "offload", "kernel"], default="auto",
+    p.add_argument("--mode", choices=["auto", "local", "offload", "split", "kernel"], default="auto",
                    help="partitioned mode: auto (the planner picks per frame from measured times), local, offload "
-                        "(frame up, result down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
+                        "(frame up, result down), split (the INT8 student's middle stages on the server, its "
+                        "features up and down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
@@ -52,7 +54,7 @@ def _method(args) -> pipeline.Method:
     from .partition.methods import partitioned_method
 
     try:
-        return partitioned_method(local, args.server, args.token_file, args.mode)
+        return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model)
     except (ValueError, OSError) as e:
         raise EdgeDeblurError(f"--server {args.server}: {e}") from e
 
@@ -60,7 +62,7 @@ def _method(args) -> pipeline.Method:
 def _summarise(method) -> None:
     """Partitioned mode's account of the frames (per path, fallbacks and why), at the end of a run."""
     if hasattr(method, "summary"):
-        print(method.summary())
+        logs.info(method.summary())
         method.close()
 
 
@@ -71,18 +73,61 @@ def _local_method(args) -> pipeline.Method:
         kernel_size=args.kernel_size, fallback_model=args.fallback_model))
 
 
+RUNS_DIR = Path("runs") / "deblur"  # deblur without -o: a new RUNS_DIR/expN each time
+
+
+def next_run_folder(parent: Path = RUNS_DIR) -> Path:
+    """A new, empty ``parent/expN`` (N one more than the highest there, from 1), made now so that two
+    runs started together never share it: ``mkdir`` without ``exist_ok`` is the claim."""
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[3:]) for p in parent.glob("exp*") if p.name[3:].isdigit()]
+    number = max(taken, default=0) + 1
+    while True:
+        folder = parent / f"exp{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
+def _speed_summary(report: pipeline.BatchReport) -> str | None:
+    """The end-of-run speed line: median and mean seconds per deblurred image and the pixel rate
+    (images passed through by --gate are left out: they were copied, not deblurred)."""
+    times = [t for t in report.timings if not t.passed_through]
+    if not times:
+        return None
+    seconds = np.array([t.seconds for t in times])
+    megapixels = sum(t.width * t.height for t in times) / 1e6
+    return (f"speed: {len(times)} image(s) deblurred, median {np.median(seconds):.2f} s, mean {seconds.mean():.2f} s "
+            f"per image, {megapixels / max(seconds.sum(), 1e-9):.2f} Mpx/s")
+
+
+def _image_line(t: pipeline.ImageTiming) -> None:
+    logs.detail(f"{t.source} -> {t.target}: {t.width}x{t.height}, "
+                + ("already sharp, copied" if t.passed_through else f"{t.seconds:.2f} s"))
+
+
 def cmd_deblur(args) -> int:
+    if args.output is None:  # checked writable like -o; claimed (made) only once the arguments are good
+        _check_writable_folder(RUNS_DIR, "output folder")
     # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
-    pipeline.plan_batch(args.inputs, args.output, suffix=args.suffix, compare=args.compare, save_kernels=args.save_kernel)
+    pipeline.plan_batch(args.inputs, args.output or RUNS_DIR / "exp", suffix=args.suffix, compare=args.compare,
+                        save_kernels=args.save_kernel)
     method = _method(args)
-    report = pipeline.deblur_files(method, args.inputs, args.output, suffix=args.suffix,
+    output = args.output or next_run_folder()
+    report = pipeline.deblur_files(method, args.inputs, output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
-                                   save_kernels=args.save_kernel)
+                                   save_kernels=args.save_kernel, on_image=_image_line,
+                                   progress=False if logs.verbosity() != logs.NORMAL else None)
     for path, taken, why in report.paths:
-        print(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
+        logs.info(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
     _summarise(method)
-    print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
-          + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    logs.info(f"wrote {len(report.written)} image(s) to {output} in {report.seconds:.1f} s"
+              + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    speed = _speed_summary(report)
+    if speed:
+        logs.info(speed)
     for folder in report.empty:
         print(f"warning: no images found in {folder}", file=sys.stderr)
     for path, problem in report.failures:
@@ -100,13 +145,13 @@ def cmd_run(args) -> int:
             keep = sys.maxsize  # the whole video: select_sharpest caps a count at the number of frames
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
         kept = video.select_sharpest(args.video, out, keep=keep)
-        print(f"kept {len(kept)} sharpest frame(s) -> {out}")
+        logs.info(f"kept {len(kept)} sharpest frame(s) -> {out}")
         return 0
     deblur = _method(args)
     if args.video:
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_deblurred.mp4"))
         stats = video.process_video(deblur, args.video, out, gate=gate)
-        print(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
+        logs.info(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
         _summarise(deblur)
         return 0
     recording = _Recording(args.output, args.fps) if args.output else None
@@ -119,7 +164,7 @@ def cmd_run(args) -> int:
         raise
     if recording:
         recording.close()
-    print(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
+    logs.info(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
           f"{stats.passed_through} already sharp, {stats.fps:.1f} fps")
     _summarise(deblur)
     return 0
@@ -226,7 +271,7 @@ def _check_writable_folder(folder: Path, what: str) -> None:
 
 
 def _output_folder(text: str) -> Path:
-    """-o for deblur: a folder (made if missing) we can write in."""
+    """-o for deblur: a folder (made if missing) we can write in; without -o, a new runs/deblur/expN."""
     path = Path(text)
     _check_writable_folder(path, "output folder")
     return path
@@ -359,14 +404,30 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _verbosity_flags(on_verb: bool) -> argparse.ArgumentParser:
+    """-q/--quiet and -v/--verbose, before the verb or after it. On a verb their default is SUPPRESS,
+    so a flag given before the verb is not reset by the verb's parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    default = argparse.SUPPRESS if on_verb else None
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logs.QUIET, default=default,
+                       help="errors and warnings only (default: say what was done)")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logs.VERBOSE, default=default,
+                       help="also each image's timing and the LiteRT/TensorFlow log lines (default: those are silenced)")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.")
+    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.",
+                                     parents=[_verbosity_flags(on_verb=False)])
     parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every verb, the server's included, takes -q/-v too.
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, parents=[_verbosity_flags(on_verb=True)]))
 
     p = sub.add_parser("deblur", help="deblur images and folders of images", epilog="example: edge-deblur deblur photos/ -o sharp/ --compare")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work)")
+    p.add_argument("-o", "--output", type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work; default: a new runs/deblur/expN)")
     p.add_argument("--suffix", type=_image_suffix, help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
     p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images with more pixels than this, decompression bombs (default: 100000000, or $EDGE_DEBLUR_MAX_PIXELS)")
@@ -399,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Wiener, Richardson-Lucy, and the blind method's own restoration)")
     p.add_argument("--protocol", choices=pipeline.PROTOCOLS, default="both",
                    help="plain: full-frame PSNR/SSIM; levin: the blind-deblurring benchmark's (gray, 15 px border "
-                        "cropped, best shift within +-10 px on a 0.25 px grid) with the error ratio; both (default)")
+                        "cropped, best shift within ±10 px on a 0.25 px grid) with the error ratio; both (default)")
     p.add_argument("--ratio-reference", metavar="NAME", help="method whose error the error ratio divides by "
                    "(default: 'restore (true kernel)', the blind method's restoration given the true kernel, when the pairs have kernels)")
     p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
@@ -453,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_combinations(parser, args)
+    logs.set_verbosity(logs.NORMAL if args.verbosity is None else args.verbosity)
     try:
         return args.func(args)
     except EdgeDeblurError as e:

@@ -258,22 +258,29 @@ def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
     token_file = tmp_path / "cam.token"
     token_file.write_text(add_token(tokens, "cam") + "\n")
     assert partitioned_method(teacher, None).summary() == "all frames local"
-    for mode in ("offload", "kernel"):
+    for mode in ("offload", "split", "kernel"):
         with pytest.raises(ValueError, match="needs a server"):
             partitioned_method(teacher, None, mode=mode)
     with pytest.raises(ValueError, match="expected one of"):
-        partitioned_method(teacher, "http://127.0.0.1:1", mode="split")
+        partitioned_method(teacher, "http://127.0.0.1:1", mode="halves")
+    student = Deblurrer.load("student-rpi5", threads=1)
     with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
-        for mode in ("offload", "auto"):
+        for mode in ("offload", "split", "auto"):
             method = partitioned_method(teacher, f"http://{s.http_url}", token_file, mode=mode, deadline_s=20)
             outs = [method(f) for f in frames]
             method.close()
-            assert all(_close(o, teacher(f)) for o, f in zip(outs, frames))
-            assert "offload:" in method.summary() and ("planner:" in method.summary()) == (mode == "auto")
+            # offload: the server's teacher; split: the student (its middle on the server); auto: either, per frame
+            assert all(_close(o, teacher(f)) or np.array_equal(o, student(f)) for o, f in zip(outs, frames))
+            assert ("offload:" in method.summary()) == (mode != "split") and ("planner:" in method.summary()) == (mode == "auto")
             if mode == "offload":
                 assert method.offload.summary.offloaded == len(frames)
+                assert all(_close(o, teacher(f)) for o, f in zip(outs, frames))
+            if mode == "split":
+                assert method.split.summary.split == len(frames) and "split: 6 window(s)" in method.summary()
+                assert all(np.array_equal(o, student(f)) for o, f in zip(outs, frames))
     reasons = method.planner.summary.reasons  # auto: each mode measured twice before it chooses
     assert reasons[("local", "first measurement")] == 2 and reasons[("offload", "first measurement")] == 2
+    assert reasons[("split", "first measurement")] == 2  # the server serves split: auto offers it
     assert sum(method.planner.summary.frames.values()) == len(frames)
 
 

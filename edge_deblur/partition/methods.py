@@ -1,22 +1,25 @@
 """One call from the command line's options to a partitioned method: ``--server URL --token-file F
---mode auto|local|offload|kernel`` become a ``frame -> frame`` method wrapping the board's own one."""
+--mode auto|local|offload|split|kernel`` become a ``frame -> frame`` method wrapping the board's own one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ModelError
 from .kernel_mode import KernelModeConfig, KernelOffload
 from .offload import Method, Offload, OffloadConfig, read_token
 from .planner import Planner, PlannerConfig
+from .split import SplitOffload
 
-MODES = ("auto", "local", "offload", "kernel")
+MODES = ("auto", "local", "offload", "split", "kernel")
 
 
 class PartitionedMethod:
     """A method that also reports, at the end, what it did with the frames (``summary()``)."""
 
-    def __init__(self, run: Method, offload: Offload | KernelOffload | None, planner: Planner | None):
-        self._run, self.offload, self.planner = run, offload, planner
+    def __init__(self, run: Method, offload: Offload | KernelOffload | None, planner: Planner | None,
+                 split: SplitOffload | None = None):
+        self._run, self.offload, self.planner, self.split = run, offload, planner, split
 
     def __call__(self, frame):
         return self._run(frame)
@@ -27,24 +30,31 @@ class PartitionedMethod:
             parts.append(f"planner: {self.planner.summary}")
         if self.offload is not None:
             parts.append(f"{'kernel' if isinstance(self.offload, KernelOffload) else 'offload'}: {self.offload.summary}")
+        if self.split is not None:
+            parts.append(f"split: {self.split.summary}")
         return "; ".join(parts) or "all frames local"
 
     def close(self) -> None:
-        if self.offload is not None:
-            self.offload.close()
+        for remote in (self.offload, self.split):
+            if remote is not None:
+                remote.close()
 
 
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
-                       deadline_s: float = 1.0, frame_deadline_s: float | None = None) -> PartitionedMethod:
+                       deadline_s: float = 1.0, frame_deadline_s: float | None = None,
+                       student: str | Path = "default", split_level: int = 2) -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
-    fallback (``offload``), keyframe crops up and kernels down with the restoration on the board
+    fallback (``offload``), the INT8 ``student`` cut at ``split_level`` with its middle on the
+    server's ``split`` model (``split``: the student's result, its middle run here when the server
+    does not answer), keyframe crops up and kernels down with the restoration on the board
     (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
-    choice per frame between local and offload (``auto``). ``deadline_s`` bounds a
-    server's answer; ``frame_deadline_s`` is the planner's frame budget."""
+    choice per frame between local, offload and (when the server serves ``split``) split
+    (``auto``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
+    frame budget."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
-        if mode in ("offload", "kernel"):
+        if mode in ("offload", "split", "kernel"):
             raise ValueError(f"mode {mode} needs a server URL")
         return PartitionedMethod(local, None, None)
     token = read_token(token_file) if token_file else None
@@ -52,8 +62,21 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
         kernel = KernelOffload(KernelModeConfig(OffloadConfig(server, token, model="kernel", deadline_s=deadline_s)),
                                local=local)
         return PartitionedMethod(kernel, kernel, None)
+    split_config = OffloadConfig(server, token, model="split", deadline_s=deadline_s)
+    if mode == "split":
+        split = SplitOffload(split_config, student, split_level, local=local)
+        return PartitionedMethod(split, None, None, split)
     offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s), local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
-    planner = Planner({"local": local, "offload": offload}, PlannerConfig(deadline_s=frame_deadline_s))
-    return PartitionedMethod(planner, offload, planner)
+    modes = {"local": local, "offload": offload}
+    split = None
+    if offload.client.ready("split"):
+        try:  # auto offers split only for a student it can cut (an INT8 U-shaped .tflite)
+            split = SplitOffload(split_config, student, split_level, local=local)
+        except ModelError:
+            split = None
+    if split is not None:
+        modes["split"] = split
+    planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s))
+    return PartitionedMethod(planner, offload, planner, split)

@@ -3,7 +3,8 @@
 A model is any object with ``name``, ``version``, ``platform``, ``inputs`` and ``outputs`` (lists of
 :class:`TensorSpec`) and ``predict(inputs, parameters) -> {name: array}``; :class:`ModelRegistry`
 holds them by name. ``default_registry`` registers what this installation can serve: ``deblur``
-always, ``kernel`` when ``edge_deblur.blind.estimate_kernel`` exists.
+always, ``kernel`` when ``edge_deblur.blind.estimate_kernel`` exists, ``split`` (the middle stages of
+the bundled INT8 students, for the board's split mode).
 """
 
 from __future__ import annotations
@@ -137,6 +138,86 @@ class KernelModel:
         return {"kernel": np.asarray(kernel, dtype=np.float32)}
 
 
+class SplitModel:
+    """``split``: the middle stages of a U-shaped INT8 student (``edge_deblur.partition.split``):
+    features UINT8 [n] in, the zlib-packed INT8 codes of the cut's top level, and the same for the
+    level coming back up out. Request parameters (all required) state what the bytes are:
+    ``codec`` ("zlib"), ``student`` (the student file's fingerprint), ``cut`` (the level),
+    ``shape`` ("1xHxWxC") and the codes' ``scale`` and ``zero_point``; features of a student this
+    server does not hold, another cut's shape or another scale are refused (400), never guessed at.
+    The students served are cut on first use and kept, one interpreter per worker."""
+
+    platform = "edge-deblur_litert"
+    max_pixels = 12_000_000  # of the frame the features stand for (and so of packed bytes, which are fewer)
+
+    def __init__(self, students=("student-rpi5", "student-rpi4"), instances: int = 1, threads: int | None = None,
+                 name: str = "split", version: str = "1"):
+        from ..partition.split import fingerprint
+
+        self.name, self.version = name, version
+        self.inputs = [TensorSpec("features", "UINT8", (-1,))]
+        self.outputs = [TensorSpec("features", "UINT8", (-1,))]
+        self._paths = {}
+        for student in students:
+            try:
+                path = resolve_model(student)
+            except Exception:
+                continue
+            if path.suffix == ".tflite":
+                self._paths[fingerprint(path)] = path
+        self._instances, self._threads = max(1, instances), threads or 1
+        self._pools: dict[tuple[str, int], tuple] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, student: str, level: int):
+        from ..partition.split import Part, cut_student
+
+        key = (student, level)
+        with self._lock:
+            if key not in self._pools:
+                if student not in self._paths:
+                    raise ProtocolError(f"model '{self.name}': no student with fingerprint {student!r} here "
+                                        f"(served: {', '.join(sorted(self._paths)) or 'none'})")
+                try:
+                    cut = cut_student(self._paths[student], level)
+                except Exception as e:
+                    raise ProtocolError(f"model '{self.name}': {e}") from None
+                self._pools[key] = (cut, _Pool(lambda: Part(cut.middle, self._threads), self._instances))
+            return self._pools[key]
+
+    def predict(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
+        from ..partition.split import CODEC, pack, unpack
+
+        p = parameters
+        if p.get("codec") != CODEC:
+            raise ProtocolError(f"model '{self.name}': parameter codec must be {CODEC!r}, got {p.get('codec')!r}")
+        level = p.get("cut")
+        if not isinstance(level, int) or isinstance(level, bool):
+            raise ProtocolError(f"model '{self.name}': parameter cut must be an integer level, got {level!r}")
+        cut, pool = self._pool(str(p.get("student")), level)
+        try:
+            shape = tuple(int(d) for d in str(p.get("shape")).split("x"))
+        except ValueError:
+            raise ProtocolError(f"model '{self.name}': parameter shape must be '1xHxWxC', got {p.get('shape')!r}") from None
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != cut.up_channels or min(shape) < 1:
+            raise ProtocolError(f"model '{self.name}': shape {list(shape)}, expected [1, H, W, {cut.up_channels}] "
+                                f"at cut {level}")
+        limit = self.max_pixels
+        if shape[1] * shape[2] * cut.stride ** 2 > limit:
+            raise ProtocolError(f"model '{self.name}': a {shape[1] * cut.stride}x{shape[2] * cut.stride} frame's "
+                                f"features, this server takes at most {limit} pixels")
+        if not (isinstance(p.get("scale"), float) and abs(p["scale"] - cut.up.scale) <= 1e-6 * cut.up.scale
+                and p.get("zero_point") == cut.up.zero_point):
+            raise ProtocolError(f"model '{self.name}': features quantized with scale {p.get('scale')!r}, zero point "
+                                f"{p.get('zero_point')!r}; this cut's are {cut.up.scale!r}, {cut.up.zero_point}")
+        try:
+            codes = unpack(inputs["features"].tobytes(), shape)
+        except ValueError as e:
+            raise ProtocolError(f"model '{self.name}': {e}") from None
+        below = pool.run(lambda part: part(codes)[0])
+        return {"features": np.frombuffer(pack(below), np.uint8).copy()}
+
+
 def blind_estimator():
     """``edge_deblur.blind.estimate_kernel`` when this installation has it, else None."""
     try:
@@ -182,6 +263,7 @@ def default_registry(deblur_model: str | os.PathLike = "teacher", instances: int
                      threads: int | None = None) -> ModelRegistry:
     registry = ModelRegistry()
     registry.add(DeblurModel(deblur_model, instances=instances, threads=threads))
+    registry.add(SplitModel(instances=instances, threads=threads))
     estimate = blind_estimator()
     if estimate is not None:
         registry.add(KernelModel(estimate))
