@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, images, logs, pipeline, video
+from . import __version__, images, pipeline, video
 from .errors import EdgeDeblurError
 from .metrics import measure_latency
 from .model import DEFAULT_MODEL, Deblurrer, bundled_models, resolve_model, read_sidecar
@@ -62,7 +61,7 @@ def _method(args) -> pipeline.Method:
 def _summarise(method) -> None:
     """Partitioned mode's account of the frames (per path, fallbacks and why), at the end of a run."""
     if hasattr(method, "summary"):
-        logs.info(method.summary())
+        print(method.summary())
         method.close()
 
 
@@ -73,61 +72,18 @@ def _local_method(args) -> pipeline.Method:
         kernel_size=args.kernel_size, fallback_model=args.fallback_model))
 
 
-RUNS_DIR = Path("runs") / "deblur"  # deblur without -o: a new RUNS_DIR/expN each time
-
-
-def next_run_folder(parent: Path = RUNS_DIR) -> Path:
-    """A new, empty ``parent/expN`` (N one more than the highest there, from 1), made now so that two
-    runs started together never share it: ``mkdir`` without ``exist_ok`` is the claim."""
-    parent.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[3:]) for p in parent.glob("exp*") if p.name[3:].isdigit()]
-    number = max(taken, default=0) + 1
-    while True:
-        folder = parent / f"exp{number}"
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            number += 1
-
-
-def _speed_summary(report: pipeline.BatchReport) -> str | None:
-    """The end-of-run speed line: median and mean seconds per deblurred image and the pixel rate
-    (images passed through by --gate are left out: they were copied, not deblurred)."""
-    times = [t for t in report.timings if not t.passed_through]
-    if not times:
-        return None
-    seconds = np.array([t.seconds for t in times])
-    megapixels = sum(t.width * t.height for t in times) / 1e6
-    return (f"speed: {len(times)} image(s) deblurred, median {np.median(seconds):.2f} s, mean {seconds.mean():.2f} s "
-            f"per image, {megapixels / max(seconds.sum(), 1e-9):.2f} Mpx/s")
-
-
-def _image_line(t: pipeline.ImageTiming) -> None:
-    logs.detail(f"{t.source} -> {t.target}: {t.width}x{t.height}, "
-                + ("already sharp, copied" if t.passed_through else f"{t.seconds:.2f} s"))
-
-
 def cmd_deblur(args) -> int:
-    if args.output is None:  # checked writable like -o; claimed (made) only once the arguments are good
-        _check_writable_folder(RUNS_DIR, "output folder")
     # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
-    pipeline.plan_batch(args.inputs, args.output or RUNS_DIR / "exp", suffix=args.suffix, compare=args.compare,
-                        save_kernels=args.save_kernel)
+    pipeline.plan_batch(args.inputs, args.output, suffix=args.suffix, compare=args.compare, save_kernels=args.save_kernel)
     method = _method(args)
-    output = args.output or next_run_folder()
-    report = pipeline.deblur_files(method, args.inputs, output, suffix=args.suffix,
+    report = pipeline.deblur_files(method, args.inputs, args.output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
-                                   save_kernels=args.save_kernel, on_image=_image_line,
-                                   progress=False if logs.verbosity() != logs.NORMAL else None)
+                                   save_kernels=args.save_kernel)
     for path, taken, why in report.paths:
-        logs.info(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
+        print(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
     _summarise(method)
-    logs.info(f"wrote {len(report.written)} image(s) to {output} in {report.seconds:.1f} s"
-              + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
-    speed = _speed_summary(report)
-    if speed:
-        logs.info(speed)
+    print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
+          + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
     for folder in report.empty:
         print(f"warning: no images found in {folder}", file=sys.stderr)
     for path, problem in report.failures:
@@ -145,13 +101,13 @@ def cmd_run(args) -> int:
             keep = sys.maxsize  # the whole video: select_sharpest caps a count at the number of frames
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
         kept = video.select_sharpest(args.video, out, keep=keep)
-        logs.info(f"kept {len(kept)} sharpest frame(s) -> {out}")
+        print(f"kept {len(kept)} sharpest frame(s) -> {out}")
         return 0
     deblur = _method(args)
     if args.video:
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_deblurred.mp4"))
         stats = video.process_video(deblur, args.video, out, gate=gate)
-        logs.info(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
+        print(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
         _summarise(deblur)
         return 0
     recording = _Recording(args.output, args.fps) if args.output else None
@@ -164,7 +120,7 @@ def cmd_run(args) -> int:
         raise
     if recording:
         recording.close()
-    logs.info(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
+    print(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
           f"{stats.passed_through} already sharp, {stats.fps:.1f} fps")
     _summarise(deblur)
     return 0
@@ -271,7 +227,7 @@ def _check_writable_folder(folder: Path, what: str) -> None:
 
 
 def _output_folder(text: str) -> Path:
-    """-o for deblur: a folder (made if missing) we can write in; without -o, a new runs/deblur/expN."""
+    """-o for deblur: a folder (made if missing) we can write in."""
     path = Path(text)
     _check_writable_folder(path, "output folder")
     return path
@@ -404,30 +360,14 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _verbosity_flags(on_verb: bool) -> argparse.ArgumentParser:
-    """-q/--quiet and -v/--verbose, before the verb or after it. On a verb their default is SUPPRESS,
-    so a flag given before the verb is not reset by the verb's parser."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_mutually_exclusive_group()
-    default = argparse.SUPPRESS if on_verb else None
-    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logs.QUIET, default=default,
-                       help="errors and warnings only (default: say what was done)")
-    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logs.VERBOSE, default=default,
-                       help="also each image's timing and the LiteRT/TensorFlow log lines (default: those are silenced)")
-    return parent
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.",
-                                     parents=[_verbosity_flags(on_verb=False)])
+    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.")
     parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
-    # Every verb, the server's included, takes -q/-v too.
-    sub = parser.add_subparsers(dest="command", required=True,
-                                parser_class=functools.partial(argparse.ArgumentParser, parents=[_verbosity_flags(on_verb=True)]))
+    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("deblur", help="deblur images and folders of images", epilog="example: edge-deblur deblur photos/ -o sharp/ --compare")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work; default: a new runs/deblur/expN)")
+    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work)")
     p.add_argument("--suffix", type=_image_suffix, help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
     p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images with more pixels than this, decompression bombs (default: 100000000, or $EDGE_DEBLUR_MAX_PIXELS)")
@@ -460,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Wiener, Richardson-Lucy, and the blind method's own restoration)")
     p.add_argument("--protocol", choices=pipeline.PROTOCOLS, default="both",
                    help="plain: full-frame PSNR/SSIM; levin: the blind-deblurring benchmark's (gray, 15 px border "
-                        "cropped, best shift within ±10 px on a 0.25 px grid) with the error ratio; both (default)")
+                        "cropped, best shift within +-10 px on a 0.25 px grid) with the error ratio; both (default)")
     p.add_argument("--ratio-reference", metavar="NAME", help="method whose error the error ratio divides by "
                    "(default: 'restore (true kernel)', the blind method's restoration given the true kernel, when the pairs have kernels)")
     p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
@@ -514,7 +454,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_combinations(parser, args)
-    logs.set_verbosity(logs.NORMAL if args.verbosity is None else args.verbosity)
     try:
         return args.func(args)
     except EdgeDeblurError as e:
