@@ -48,6 +48,8 @@ def frames_of(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(0)
     pairs = []
     for i, (_, sharp) in enumerate(heldout_photos()[:n]):
+        if sharp.shape[0] < h or sharp.shape[1] < w:
+            raise SystemExit(f"--size {w}x{h}: larger than the held-out photos ({sharp.shape[1]}x{sharp.shape[0]})")
         blurred = blur_photo(sharp, center_kernel(kernels[i % len(kernels)]), 0.01, rng)
         y, x = (sharp.shape[0] - h) // 2, (sharp.shape[1] - w) // 2
         pairs.append((np.ascontiguousarray(blurred[y:y + h, x:x + w]), np.ascontiguousarray(sharp[y:y + h, x:x + w])))

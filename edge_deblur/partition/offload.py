@@ -8,8 +8,9 @@ call returns its frame before the next is taken, order is kept. After a refusal 
 ``probe_after_s``) before it tries the server again, so a dead link does not cost a timeout every
 frame. :class:`OffloadSummary` counts frames per path and fallbacks per reason.
 
-The frame goes up lossless (raw 8-bit RGB in the V2 binary tensor extension); lossy encodings and
-the split and kernel modes are not here yet.
+The frame goes up as raw 8-bit RGB in the V2 binary tensor extension, or encoded
+(``OffloadConfig.encoding``: ``png`` lossless, ``jpeg:Q``/``webp:Q`` lossy, see ``encoding``), the
+result coming back in the same encoding; the summary states the encoding and its bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .client import RemoteError, Unreachable, V2Client
+from .encoding import decode, encode, parse_encoding
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -37,6 +39,7 @@ class OffloadConfig:
     deadline_s: float = 1.0  # the server's answer must arrive within this, or the board does the frame
     probe_after_s: float = 2.0  # after a dead server, stay local this long before trying again
     max_backoff_s: float = 30.0  # longest Retry-After obeyed
+    encoding: str = "raw"  # raw | png | jpeg:Q | webp:Q (edge_deblur.partition.encoding), both ways
 
 
 @dataclass
@@ -47,6 +50,7 @@ class OffloadSummary:
     server_seconds: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0
+    encoding: str = "raw"
 
     @property
     def frames(self) -> int:
@@ -55,8 +59,8 @@ class OffloadSummary:
     def __str__(self) -> str:
         why = ", ".join(f"{n} {reason}" for reason, n in self.fallbacks.most_common()) or "none"
         mean = f", {1000 * self.server_seconds / self.offloaded:.1f} ms per offloaded frame" if self.offloaded else ""
-        return (f"{self.frames} frame(s): {self.offloaded} offloaded, {self.local} local; fallbacks: {why}"
-                f"{mean}; {self.bytes_up / 1e6:.1f} MB up, {self.bytes_down / 1e6:.1f} MB down")
+        return (f"{self.frames} frame(s): {self.offloaded} offloaded{f' ({self.encoding})' if self.encoding != 'raw' else ''}, "
+                f"{self.local} local; fallbacks: {why}{mean}; {self.bytes_up / 1e6:.1f} MB up, {self.bytes_down / 1e6:.1f} MB down")
 
 
 def read_token(path: str | Path) -> str:
@@ -104,8 +108,9 @@ class Offload:
 
     def __init__(self, config: OffloadConfig, local: Method, client: V2Client | None = None, clock=time.monotonic):
         self.config, self.local = config, local
+        self.encoding = parse_encoding(config.encoding)  # a bad name fails here, not on the first frame
         self.client = client or V2Client(config.url, config.token)
-        self.summary = OffloadSummary()
+        self.summary = OffloadSummary(encoding=str(self.encoding))
         self.calls = ServerCalls(config, clock)
 
     def _fallback(self, frame: np.ndarray, reason: str) -> np.ndarray:
@@ -144,11 +149,23 @@ class Offload:
 
     def _remote(self, frame: np.ndarray) -> np.ndarray | str:
         """The server's result, or the reason there is none."""
-        exchange = self.calls.attempt(lambda: self.client.infer(self.config.model, self.config.input_name, frame[None],
-                                                                timeout=self.config.deadline_s))
+        if self.encoding.codec == "raw":
+            payload, params = frame[None], None
+        else:
+            payload = encode(frame, self.encoding)
+            params = {"encoding": self.encoding.codec, **({"quality": self.encoding.quality} if self.encoding.quality else {})}
+        exchange = self.calls.attempt(lambda: self.client.infer(self.config.model, self.config.input_name, payload,
+                                                                timeout=self.config.deadline_s, parameters=params))
         if isinstance(exchange, str):
             return exchange
         result = exchange.output
+        if params is not None:
+            if result.ndim != 1 or result.dtype != np.uint8:
+                return "bad answer (shape)"
+            try:
+                result = decode(result, self.encoding.codec, frame.shape[0] * frame.shape[1])[None]
+            except ValueError:
+                return "bad answer (encoding)"
         if result.shape != (1, *frame.shape) or result.dtype != np.uint8:
             return "bad answer (shape)"
         self.summary.offloaded += 1

@@ -91,6 +91,10 @@ class _Pool:
 
 class DeblurModel:
     """``deblur``: image UINT8 [1, H, W, 3] RGB in, the deblurred image UINT8, same shape, out.
+    Or, with the request parameter ``encoding`` (``png``, ``jpeg``, ``webp``; ``quality`` 1..100 for
+    the lossy two), image UINT8 [n], the encoded frame, in, and the result encoded the same way out
+    (``edge_deblur.partition.encoding``); its header's size is checked against the pixel limit
+    before it is decoded.
 
     Run by the bundled teacher through LiteRT: on this host's CPU it is faster than the same
     network through onnxruntime (197 vs 322 ms for 640x480, 2 threads; see the README's serving
@@ -99,16 +103,33 @@ class DeblurModel:
     platform = "edge-deblur_litert"
 
     def __init__(self, model: str | os.PathLike = "teacher", instances: int = 1, threads: int | None = None,
-                 name: str = "deblur", version: str = "1"):
+                 name: str = "deblur", version: str = "1", max_pixels: int = 12_000_000):
         self.name, self.version, self.path = name, version, resolve_model(model)  # "teacher": its .tflite
         self.platform = "edge-deblur_" + ("onnxruntime" if self.path.suffix == ".onnx" else "litert")
-        self.inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
-        self.outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
+        self.inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3), also=((-1,),))]
+        self.outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3), also=((-1,),))]
+        self.max_pixels = max_pixels
         self._pool = _Pool(lambda: Deblurrer.load(self.path, threads=threads), max(1, instances))
 
     def predict(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
-        frame = inputs["image"][0]
-        return {"image": self._pool.run(lambda deblur: deblur(frame))[None]}
+        from ..partition.encoding import decode, encode, parse_encoding
+
+        image, codec = inputs["image"], parameters.get("encoding")
+        if (image.ndim == 1) != (codec is not None):
+            raise ProtocolError(f"model '{self.name}': an encoded image (1-D) goes with the parameter encoding, "
+                                f"a raw one ([1, H, W, 3]) without it")
+        if codec is None:
+            return {"image": self._pool.run(lambda deblur: deblur(image[0]))[None]}
+        quality = parameters.get("quality")
+        try:
+            encoding = parse_encoding(f"{codec}:{quality}" if quality is not None else str(codec))
+            if encoding.codec == "raw":
+                raise ValueError("raw is not an encoding of a 1-D image")
+            frame = decode(image, encoding.codec, self.max_pixels)
+        except ValueError as e:
+            raise ProtocolError(f"model '{self.name}' input 'image': {e}") from None
+        result = self._pool.run(lambda deblur: deblur(frame))
+        return {"image": encode(result, encoding)}
 
 
 class KernelModel:
@@ -260,9 +281,9 @@ class ModelRegistry:
 
 
 def default_registry(deblur_model: str | os.PathLike = "teacher", instances: int = 1,
-                     threads: int | None = None) -> ModelRegistry:
+                     threads: int | None = None, max_pixels: int = 12_000_000) -> ModelRegistry:
     registry = ModelRegistry()
-    registry.add(DeblurModel(deblur_model, instances=instances, threads=threads))
+    registry.add(DeblurModel(deblur_model, instances=instances, threads=threads, max_pixels=max_pixels))
     registry.add(SplitModel(instances=instances, threads=threads))
     estimate = blind_estimator()
     if estimate is not None:

@@ -43,10 +43,12 @@ class ServeConfig:
 def build_engine(config: ServeConfig, registry: ModelRegistry | None = None) -> Engine:
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.limits.workers)
     if registry is None:
-        registry = default_registry(config.model, instances=config.limits.workers, threads=threads)
+        registry = default_registry(config.model, instances=config.limits.workers, threads=threads,
+                                    max_pixels=config.limits.max_pixels)
         for path in sorted(Path(config.model_dir).glob("*")) if config.model_dir else []:
             if path.suffix in (".tflite", ".onnx") and path.stem not in registry.names():
-                registry.add(DeblurModel(path, instances=config.limits.workers, threads=threads, name=path.stem))
+                registry.add(DeblurModel(path, instances=config.limits.workers, threads=threads, name=path.stem,
+                                         max_pixels=config.limits.max_pixels))
     auth = TokenAuth(config.tokens) if config.tokens else None
     return Engine(registry, config.limits, auth)
 
