@@ -278,10 +278,11 @@ def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
             if mode == "split":
                 assert method.split.summary.split == len(frames) and "split: 6 window(s)" in method.summary()
                 assert all(np.array_equal(o, student(f)) for o, f in zip(outs, frames))
-    reasons = method.planner.summary.reasons  # auto: each mode measured twice before it chooses
-    assert reasons[("local", "first measurement")] == 2 and reasons[("offload", "first measurement")] == 2
-    assert reasons[("split", "first measurement")] == 2  # the server serves split: auto offers it
-    assert sum(method.planner.summary.frames.values()) == len(frames)
+    summary = method.planner.summary  # auto: local measured on frames, the remote modes in the background
+    assert summary.reasons[("local", "first measurement")] == 2 and sum(summary.frames.values()) == len(frames)
+    assert summary.probes[("offload", "measured")] == 2, str(summary)  # a cold run and a kept one
+    assert "split" in method.planner.modes  # the server serves split: auto offers it
+    assert "background probes: offload measured: 2" in method.summary() and "link round trip" in method.summary()
 
 
 def test_connection_reset_mid_answer_falls_back(frames, teacher):
@@ -389,3 +390,95 @@ def test_kernel_mode_crop_up_kernel_down_restore_on_the_board(photo, levin_kerne
     dead = KernelOffload(KernelModeConfig(OffloadConfig("http://127.0.0.1:1", model="kernel", deadline_s=5)),
                          local=teacher)
     assert _close(dead(frames[0]), teacher(frames[0])) and dead.summary.local == 1
+
+
+def test_background_planner_never_makes_a_frame_wait_for_a_slow_link(frames, teacher):
+    """Offload through a 0.5 s round trip, the board fast: remote modes are measured on frame copies
+    off the frame path, so no frame waits for the link; on a fast link to a faster server the
+    measured offload takes the frames once measured."""
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serve_link import LinkProxy
+
+    from edge_deblur.partition.planner import LinkMonitor, Planner, PlannerConfig
+
+    def board(frame):  # a board steady at 40 ms a frame
+        time.sleep(0.04)
+        return teacher(frame)
+
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1)) as s:
+        host, port = s.http_url.split(":")
+        link = LinkProxy((host, int(port)), one_way_s=0.25)
+        url = f"http://127.0.0.1:{link.port}"
+        offload = Offload(OffloadConfig(url, deadline_s=10), local=teacher)
+        planner = Planner({"local": board, "offload": offload}, PlannerConfig(background=True, ping_every_s=0.1),
+                          link=LinkMonitor(url))
+        stream, times, outs = frames * 5, [], []
+        for f in stream:
+            start = time.perf_counter()
+            outs.append(planner(f))
+            times.append(time.perf_counter() - start)
+        planner.finish()
+        rtt, pings = planner.link.rtt, planner.link.pings
+        planner.close()
+        offload.close()
+        link.close()
+
+        def slow_board(frame):
+            time.sleep(0.3)
+            return teacher(frame)
+
+        fast = Offload(OffloadConfig(f"http://{s.http_url}", deadline_s=10), local=teacher)
+        quick = Planner({"local": slow_board, "offload": fast}, PlannerConfig(background=True))
+        quick_outs = [quick(f) for f in frames * 2]
+        quick.close()
+        fast.close()
+    assert all(_close(o, teacher(f)) for o, f in zip(outs + quick_outs, stream + frames * 2))
+    assert max(times) < 0.25, f"a frame waited {max(times):.3f} s"  # well under the 0.5 s round trip
+    summary = planner.summary
+    assert summary.frames["local"] == len(stream) and summary.probes[("offload", "measured")] == 2, str(summary)
+    assert planner.estimates[("offload", frames[0].shape)] > 0.5  # what the probes measured: a round trip and more
+    assert pings >= 1 and 0.45 < rtt < 1.5, (pings, rtt)
+    assert "link round trip" in str(summary) and "offload" in summary.link
+    assert quick.summary.frames["offload"] >= 6 and quick.summary.reasons[("offload", "fastest expected")] >= 6, str(quick.summary)
+
+
+def test_planner_follows_the_round_trip_between_measurements(frames):
+    """Offload measured at a 50 ms round trip wins; the round trip jumps to 500 ms (the link
+    monitor's pings see it): offload's expected time moves by the difference and local takes the
+    next frame without a slow offload frame to find out."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock = _Clock()
+    cost = {"local": 0.3, "offload": 0.1}
+
+    class Link:
+        rtt = 0.05
+
+        def ping(self):
+            return self.rtt
+
+        def close(self):
+            pass
+
+    def mode(name):
+        def run(frame):
+            clock.now += cost[name]
+            return frame
+        return run
+
+    link = Link()
+    planner = Planner({"local": mode("local"), "offload": mode("offload")},
+                      PlannerConfig(reprobe_every=100, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
+    for _ in range(6):
+        planner(frames[0])
+    assert planner.choose(frames[0].shape)[0] == "offload"
+    link.rtt = 0.5
+    mode_now, reason = planner.choose(frames[0].shape)
+    assert mode_now == "local" and reason.startswith("fastest expected")
+    assert abs(planner.expected("offload", frames[0].shape) - 0.55) < 1e-9
+    planner(frames[0])
+    assert planner.summary.frames["local"] == 3 and planner.summary.frames["offload"] == 4  # 2 + 2 measured, 2 chosen

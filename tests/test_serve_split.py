@@ -144,3 +144,14 @@ def test_stock_triton_client_runs_the_middle(server, photos):
     np.testing.assert_array_equal(result.as_numpy("features"), ours.output)
     assert unpack(ours.output.tobytes(), (1, 16, 20, 24)).dtype == np.int8
     assert client.get_model_metadata("split")["inputs"][0]["datatype"] == "UINT8"
+
+
+def test_probe_runs_the_middle_on_the_server_only(server, photos):
+    """The planner's background measurement: True when the server ran the middle, else the reason,
+    and the board runs no middle for a probe."""
+    live = SplitOffload(OffloadConfig(f"http://{server.http_url}", model="split", deadline_s=20), threads=1)
+    assert live.probe(photos[1]) is True and live.summary.split == 1
+    dead = SplitOffload(OffloadConfig("http://127.0.0.1:1", model="split", deadline_s=2), threads=1)
+    assert dead.probe(photos[1]) == "server unreachable"
+    assert dead.summary.local == 0 and dead.runner._middle is None  # nothing ran here
+    live.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ModelError
 from .kernel_mode import KernelModeConfig, KernelOffload
 from .offload import Method, Offload, OffloadConfig, read_token
-from .planner import Planner, PlannerConfig
+from .planner import LinkMonitor, Planner, PlannerConfig
 from .split import SplitOffload
 
 MODES = ("auto", "local", "offload", "split", "kernel")
@@ -27,6 +27,7 @@ class PartitionedMethod:
     def summary(self) -> str:
         parts = []
         if self.planner is not None:
+            self.planner.finish()
             parts.append(f"planner: {self.planner.summary}")
         if self.offload is not None:
             parts.append(f"{'kernel' if isinstance(self.offload, KernelOffload) else 'offload'}: {self.offload.summary}")
@@ -35,6 +36,8 @@ class PartitionedMethod:
         return "; ".join(parts) or "all frames local"
 
     def close(self) -> None:
+        if self.planner is not None:
+            self.planner.close()  # its probe in flight first: it uses the clients closed below
         for remote in (self.offload, self.split):
             if remote is not None:
                 remote.close()
@@ -49,7 +52,8 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     does not answer), keyframe crops up and kernels down with the restoration on the board
     (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
     choice per frame between local, offload and (when the server serves ``split``) split
-    (``auto``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
+    (``auto``: remote modes measured in the background on frame copies, the link's round trip
+    pinged; ``planner``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
     frame budget."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -78,5 +82,5 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
             split = None
     if split is not None:
         modes["split"] = split
-    planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s))
+    planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True), link=LinkMonitor(server, token))
     return PartitionedMethod(planner, offload, planner, split)

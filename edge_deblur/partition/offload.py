@@ -138,6 +138,15 @@ class Offload:
         rgb = self._offload(frame, frame)
         return self.local(frame) if rgb is None else rgb
 
+    def probe(self, frame: np.ndarray):
+        """The remote path alone, for the planner's background measurement: True when the server's
+        result came, else the reason; nothing runs locally (the board is busy with the frames)."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+            return "frame not 8-bit RGB"
+        result = self._remote(np.ascontiguousarray(frame[..., :3]))
+        return result if isinstance(result, str) else True
+
     def _offload(self, rgb: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
         """The server's result for ``rgb``, or None after counting why the board does ``frame``."""
         result = self._remote(rgb)

@@ -260,6 +260,10 @@ class SplitSummary:
                 f"fallbacks: {why}; {self.bytes_up / 1e6:.2f} MB up, {self.bytes_down / 1e6:.2f} MB down{ratio}")
 
 
+class MiddleFailed(Exception):
+    """The server did not run the middle (the reason is the message); raised only for probes."""
+
+
 class SplitRunner:
     """A :class:`~edge_deblur.model.Deblurrer` runner: the student's codes in, its codes out, the
     middle on the server when it answers in time and on the board when it does not."""
@@ -276,6 +280,7 @@ class SplitRunner:
         self.calls = ServerCalls(config, clock)
         self.summary = SplitSummary()
         self._lock = threading.Lock()
+        self.strict = threading.local()  # strict.on: a failed middle raises MiddleFailed (the planner's probes)
 
     def middle_here(self, codes: np.ndarray) -> np.ndarray:
         if self._middle is None:
@@ -311,6 +316,8 @@ class SplitRunner:
             t1 = time.perf_counter()
             below = self._remote(skips[-1])
             t2 = time.perf_counter()
+            if isinstance(below, str) and getattr(self.strict, "on", False):
+                raise MiddleFailed(below)
             if isinstance(below, str):
                 self.summary.local += 1
                 self.summary.fallbacks[below] += 1
@@ -351,6 +358,18 @@ class SplitOffload:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self.deblur(frame)
+
+    def probe(self, frame: np.ndarray):
+        """The split path with the middle on the server only, for the planner's background
+        measurement: True when it ran there, else the reason (the board runs no middle for it)."""
+        self.runner.strict.on = True
+        try:
+            self.deblur(frame)
+            return True
+        except MiddleFailed as e:
+            return str(e)
+        finally:
+            self.runner.strict.on = False
 
     def close(self) -> None:
         self.runner.close()
