@@ -119,6 +119,26 @@ def _plain(value: object) -> str:
     return str(value)
 
 
+def _mac_budget(card: dict) -> tuple[float | None, str]:
+    """The one MAC budget the conversion pruned to and checked against, and where it comes from
+    (cards before it was recorded: the target's)."""
+    budget, target = card.get("mac_budget") or {}, card["target"]
+    if _finite(budget.get("macs")):
+        return budget["macs"], str(budget.get("basis", ""))
+    pruned_to = (card.get("steps", {}).get("prune") or {}).get("mac_budget")
+    if _finite(pruned_to) and _finite(target.get("mac_budget")) and pruned_to < target["mac_budget"]:
+        return pruned_to, (f"what pruning aimed at: {target['name']}'s {_macs(target['mac_budget'])}, capped at a "
+                           "tenth of the teacher's MACs")
+    return target.get("mac_budget"), f"{target['name']}'s budget"
+
+
+def _smoke_failures(card: dict) -> tuple[list[str], list[str]]:
+    """A smoke run's failed checks: (expected there, not expected even there)."""
+    failed = [c for c in card.get("checks") or [] if not c.get("passed") and not c.get("within_noise")]
+    return ([c["name"] for c in failed if c.get("expected_in_smoke_run")],
+            [c["name"] for c in failed if not c.get("expected_in_smoke_run")])
+
+
 def _budget_ms(card: dict) -> float | None:
     """The target's latency budget; the latency section's copy stands in if the target lacks one."""
     budget = card["target"].get("latency_budget_ms")
@@ -460,7 +480,15 @@ def _verdict(card: dict) -> str:
     noise = [c["name"] for c in checks if c.get("within_noise")]
     if noise:
         sentences.append(f"Within timing noise: {', '.join(map(str, noise))}.")
-    if failed:
+    if failed and card.get("smoke_run"):
+        expected, unexpected = _smoke_failures(card)
+        if expected:
+            sentences.append(f"{len(expected)} of {len(checks)} checks FAILED as a smoke run's may (too little "
+                             f"training or timing to decide them): {', '.join(expected)}.")
+        if unexpected:
+            sentences.append(f"{len(unexpected)} of {len(checks)} checks FAILED that must pass even in a smoke run: "
+                             f"{', '.join(unexpected)}.")
+    elif failed:
         sentences.append(f"{len(failed)} of {len(checks)} checks FAILED: {', '.join(map(str, failed))}.")
     elif checks and not noise:
         sentences.append(f"All {len(checks)} checks passed.")
@@ -502,12 +530,14 @@ def _warnings(card: dict) -> list[_Block]:
 
 
 def _summary(card: dict) -> list[_Block]:
-    """When, for which board, from which teacher."""
+    """When, for which board, from which teacher; first of all, whether this was only a smoke run."""
     target, teacher = card["target"], card["teacher"]
-    return [_Para(
+    macs, basis = _mac_budget(card)
+    smoke = [_Para(f"SMOKE RUN. This is a {card['smoke_run']}.")] if card.get("smoke_run") else []
+    return smoke + [_Para(
         f"Created {card['created']}. Target {target['name']}: {target['cpu']}; {target['runtime']}, "
         f"{target['precision']}, {target['threads']} threads; budget {_ms(_budget_ms(card))} "
-        f"({_fps(_budget_ms(card))}), {_macs(target.get('mac_budget'))} MACs. "
+        f"({_fps(_budget_ms(card))}), {_macs(macs)} MACs ({basis}). "
 
         + _teacher_text(teacher)
     )]
@@ -553,7 +583,7 @@ def _model(card: dict) -> list[_Block]:
     return [
         _Para(f"Teacher {_macs(card['teacher'].get('macs'))} MACs per frame; the student has "
               f"{_num(student.get('mac_reduction'), 1, 'x')} fewer, against a budget of "
-              f"{_macs(card['target'].get('mac_budget'))} on {card['target']['name']}."),
+              f"{_macs(_mac_budget(card)[0])} ({_mac_budget(card)[1]})."),
         _Table(["", "before pruning", "after pruning"], rows, [False, True, True]),
         _Table(["file", "path", "size", "sha256 (first 16)"], files, [False, False, True, False]),
     ]
@@ -599,21 +629,32 @@ def _latency(card: dict) -> list[_Block]:
 def _steps(card: dict) -> list[_Block]:
     """Each conversion step's wall time and whatever else it recorded."""
     rows, total = [], 0.0
-    for step, info in card["steps"].items():
+    steps = dict(card["steps"])
+    recorded_total = steps.pop("total", None)  # the card's own total: one "total" row, not a second sum
+    for step, info in steps.items():
         seconds = info.get("seconds")
         total += seconds if _finite(seconds) else 0.0
         details = "; ".join(f"{k} {_plain(v)}" for k, v in info.items() if k != "seconds")
         rows.append([str(step), _num(seconds, 1), details])
     if not rows:
         return [_Para("No steps were recorded.")]
-    rows.append(["total", _num(total, 1), ""])
+    if recorded_total:
+        this_run = recorded_total.get("this_run_seconds")
+        resumed = _finite(this_run) and _finite(recorded_total.get("seconds")) and this_run < 0.9 * recorded_total["seconds"]
+        rows.append(["total", _num(recorded_total.get("seconds"), 1),
+                     f"this run {_num(this_run, 1)} s" + (", the rest by the earlier runs it resumed" if resumed else "")
+                     if _finite(this_run) else ""])
+    else:
+        rows.append(["total", _num(total, 1), ""])
     return [_Table(["step", "seconds", "details"], rows, [False, True, False])]
 
 
 def _checks(card: dict) -> list[_Block]:
     """The acceptance checks, failures marked."""
     items = [("noise" if c.get("within_noise") else "pass" if c.get("passed") else "FAIL",
-              f"{c['name']}: {c.get('detail', '')}") for c in card.get("checks") or []]
+              f"{c['name']}: {c.get('detail', '')}"
+              + (" (expected in a smoke run)" if c.get("expected_in_smoke_run") and not c.get("passed")
+                 and not c.get("within_noise") else "")) for c in card.get("checks") or []]
     return [_Items(items) if items else _Para("No checks were run.")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, images, pipeline, video
+from . import __version__, images, logs, pipeline, video
 from .errors import EdgeDeblurError
 from .metrics import measure_latency
 from .model import DEFAULT_MODEL, Deblurrer, bundled_models, resolve_model, read_sidecar
@@ -39,11 +40,11 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
-    p.add_argument("--balance", type=float, default=0.01, help="Wiener noise-to-signal ratio (default: 0.01)")
+    p.add_argument("--balance", type=_positive_float, default=0.01, help="Wiener noise-to-signal ratio (default: 0.01)")
     p.add_argument("--tile", type=_positive_int, default=None, help="largest window side per model run (default: the model's)")
     p.add_argument("--overlap", type=_non_negative_int, default=32, help="overlap between windows, pixels, less than --tile (default: 32)")
     p.add_argument("--clahe", action="store_true", help="equalise contrast first (X-ray-like grayscale images)")
-    p.add_argument("--gate", type=float, default=None, metavar="SHARPNESS", help="pass through untouched (the source file copied) any frame whose variance of the Laplacian reaches this (default: off)")
+    p.add_argument("--gate", type=_non_negative_float, default=None, metavar="SHARPNESS", help="pass through untouched (the source file copied) any frame whose variance of the Laplacian reaches this (default: off)")
 
 
 def _method(args) -> pipeline.Method:
@@ -61,7 +62,7 @@ def _method(args) -> pipeline.Method:
 def _summarise(method) -> None:
     """Partitioned mode's account of the frames (per path, fallbacks and why), at the end of a run."""
     if hasattr(method, "summary"):
-        print(method.summary())
+        logs.info(method.summary())
         method.close()
 
 
@@ -72,18 +73,59 @@ def _local_method(args) -> pipeline.Method:
         kernel_size=args.kernel_size, fallback_model=args.fallback_model))
 
 
+RUNS_DIR = Path("runs") / "deblur"  # deblur without -o: a new RUNS_DIR/expN each time
+
+
+def next_run_folder(parent: Path = RUNS_DIR) -> Path:
+    """A new, empty ``parent/expN`` (N one more than the highest there, from 1), made now so that two
+    runs started together never share it: ``mkdir`` without ``exist_ok`` is the claim."""
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[3:]) for p in parent.glob("exp*") if p.name[3:].isdigit()]
+    number = max(taken, default=0) + 1
+    while True:
+        folder = parent / f"exp{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
+def _speed_summary(report: pipeline.BatchReport) -> str | None:
+    """The end-of-run speed line: median and mean seconds per deblurred image and the pixel rate
+    (images passed through by --gate are left out: they were copied, not deblurred)."""
+    times = [t for t in report.timings if not t.passed_through]
+    if not times:
+        return None
+    seconds = np.array([t.seconds for t in times])
+    megapixels = sum(t.width * t.height for t in times) / 1e6
+    return (f"speed: {len(times)} image(s) deblurred, median {np.median(seconds):.2f} s, mean {seconds.mean():.2f} s "
+            f"per image, {megapixels / max(seconds.sum(), 1e-9):.2f} Mpx/s")
+
+
+def _image_line(t: pipeline.ImageTiming) -> None:
+    logs.detail(f"{t.source} -> {t.target}: {t.width}x{t.height}, "
+                + ("already sharp, copied" if t.passed_through else f"{t.seconds:.2f} s"))
+
+
 def cmd_deblur(args) -> int:
     # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
-    pipeline.plan_batch(args.inputs, args.output, suffix=args.suffix, compare=args.compare, save_kernels=args.save_kernel)
+    pipeline.plan_batch(args.inputs, args.output or RUNS_DIR / "exp", suffix=args.suffix, compare=args.compare,
+                        save_kernels=args.save_kernel)
     method = _method(args)
-    report = pipeline.deblur_files(method, args.inputs, args.output, suffix=args.suffix,
+    output = args.output or next_run_folder()
+    report = pipeline.deblur_files(method, args.inputs, output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,
-                                   save_kernels=args.save_kernel)
+                                   save_kernels=args.save_kernel, on_image=_image_line,
+                                   progress=False if logs.verbosity() != logs.NORMAL else None)
     for path, taken, why in report.paths:
-        print(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
+        logs.info(f"{path}: {taken} ({why})" if why else f"{path}: {taken}")
     _summarise(method)
-    print(f"wrote {len(report.written)} image(s) to {args.output} in {report.seconds:.1f} s"
-          + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    logs.info(f"wrote {len(report.written)} image(s) to {output} in {report.seconds:.1f} s"
+              + (f" ({len(report.passed_through)} already sharp, copied)" if report.passed_through else ""))
+    speed = _speed_summary(report)
+    if speed:
+        logs.info(speed)
     for folder in report.empty:
         print(f"warning: no images found in {folder}", file=sys.stderr)
     for path, problem in report.failures:
@@ -101,13 +143,14 @@ def cmd_run(args) -> int:
             keep = sys.maxsize  # the whole video: select_sharpest caps a count at the number of frames
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_sharpest"))
         kept = video.select_sharpest(args.video, out, keep=keep)
-        print(f"kept {len(kept)} sharpest frame(s) -> {out}")
+        logs.info(f"kept {len(kept)} sharpest frame(s) -> {out}")
         return 0
     deblur = _method(args)
     if args.video:
         out = args.output or str(Path(args.video).with_name(Path(args.video).stem + "_deblurred.mp4"))
         stats = video.process_video(deblur, args.video, out, gate=gate)
-        print(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s")
+        logs.info(f"wrote {stats.frames} frame(s) to {out} ({stats.passed_through} already sharp) in {stats.seconds:.1f} s"
+                  + (f", {stats.frames / stats.seconds:.1f} fps" if stats.seconds > 0 else ""))
         _summarise(deblur)
         return 0
     recording = _Recording(args.output, args.fps) if args.output else None
@@ -120,7 +163,7 @@ def cmd_run(args) -> int:
         raise
     if recording:
         recording.close()
-    print(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
+    logs.info(f"camera {args.camera}: {stats.processed} processed, {stats.dropped} dropped ({args.policy}), "
           f"{stats.passed_through} already sharp, {stats.fps:.1f} fps")
     _summarise(deblur)
     return 0
@@ -164,6 +207,24 @@ def _int_at_least(least: int, what: str = ""):
 
 _positive_int = _int_at_least(1, "a positive whole number")
 _non_negative_int = _int_at_least(0, "0 or more")
+
+
+def _float_above(least: float, inclusive: bool, what: str):
+    """A finite number above ``least`` (or from it, ``inclusive``): nan and inf are refused too."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not np.isfinite(value) or value < least or (value == least and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+_positive_float = _float_above(0.0, False, "a positive number")
+_non_negative_float = _float_above(0.0, True, "0 or more")
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -227,7 +288,7 @@ def _check_writable_folder(folder: Path, what: str) -> None:
 
 
 def _output_folder(text: str) -> Path:
-    """-o for deblur: a folder (made if missing) we can write in."""
+    """-o for deblur: a folder (made if missing) we can write in; without -o, a new runs/deblur/expN."""
     path = Path(text)
     _check_writable_folder(path, "output folder")
     return path
@@ -339,11 +400,20 @@ def cmd_convert(args) -> int:
     try:
         if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
             raise ImportError("TensorFlow and Keras are missing")
+        with logs.native_logs_silenced():  # oneDNN/CPU-feature lines, some printed before TF's logging is set up
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        if logs.verbosity() < logs.VERBOSE:  # and TensorFlow's Python-side notices (absl: deprecated paths)
+            import logging
+
+            for name in ("absl", "tensorflow"):
+                logging.getLogger(name).setLevel(logging.ERROR)
         from converters.convert import config_from_args, convert
     except ImportError as e:
         raise EdgeDeblurError(f"edge-deblur convert needs the host toolchain, which is not installed here ({e}); "
                               "on a workstation with Python 3.12: pip install 'edge-deblur[convert]' from a checkout") from e
-    card = convert(config_from_args(args))
+    with logs.native_logs_silenced():  # TensorFlow's converter and LiteRT print from C++ all along the chain
+        card = convert(config_from_args(args))
     noise = [c["name"] for c in card["checks"] if c.get("within_noise")]
     failed = [c["name"] for c in card["checks"] if not c["passed"] and not c.get("within_noise")]
     q, lat = card["quality"], card["latency"]
@@ -354,20 +424,47 @@ def cmd_convert(args) -> int:
           f"({lat['expected_ms_range'][0]:.1f}-{lat['expected_ms_range'][1]:.1f} over {lat['repeats']} repeats) on {card['target']['name']}")
     for warning in card["teacher"].get("warnings", []):
         print(f"warning: {warning}")
+    smoke = card.get("smoke_run")
+    expected = [c["name"] for c in card["checks"] if c.get("expected_in_smoke_run") and c["name"] in failed]
+    unexpected = [name for name in failed if name not in expected] if smoke else failed
     print(f"checks: {len(card['checks']) - len(failed) - len(noise)}/{len(card['checks'])} passed"
-          + (f"; within noise: {'; '.join(noise)}" if noise else "") + (f"; failed: {'; '.join(failed)}" if failed else ""))
-    print(f"report: {Path(args.out or f'build/{args.target}') / 'report.html'}")
-    return 0
+          + (f"; within noise: {'; '.join(noise)}" if noise else "")
+          + (f"; failed as a smoke run may: {'; '.join(expected)}" if smoke and expected else "")
+          + (f"; FAILED{' (not from the short training or timing: look at these)' if smoke else ''}: {'; '.join(unexpected)}" if unexpected else ""))
+    if smoke:
+        print(f"this was a {smoke}")
+    out = Path(args.out or f"build/{args.target}")
+    files = {key: out / entry["path"] for key, entry in card["files"].items() if entry}
+    model = files.get("onnx") or files.get("int8_tflite") or files.get("float_tflite")
+    print(f"made: {model} (model card {out / 'model_card.json'}, report {out / 'report.html'})")
+    print(f"next: edge-deblur bench --model {model}; edge-deblur deblur photos/ --method network --model {model}")
+    return 0  # a failed check is a finding about the student, recorded in the card, not a failed run
+
+
+def _verbosity_flags(on_verb: bool) -> argparse.ArgumentParser:
+    """-q/--quiet and -v/--verbose, before the verb or after it. On a verb their default is SUPPRESS,
+    so a flag given before the verb is not reset by the verb's parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    default = argparse.SUPPRESS if on_verb else None
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logs.QUIET, default=default,
+                       help="errors and warnings only (default: say what was done)")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logs.VERBOSE, default=default,
+                       help="also each image's timing and the LiteRT/TensorFlow log lines (default: those are silenced)")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.")
+    parser = argparse.ArgumentParser(prog="edge-deblur", description="Image deblurring for small devices.",
+                                     parents=[_verbosity_flags(on_verb=False)])
     parser.add_argument("--version", action="version", version=f"edge-deblur {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every verb, the server's included, takes -q/-v too.
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, parents=[_verbosity_flags(on_verb=True)]))
 
     p = sub.add_parser("deblur", help="deblur images and folders of images", epilog="example: edge-deblur deblur photos/ -o sharp/ --compare")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work)")
+    p.add_argument("-o", "--output", type=_output_folder, help="output folder (names keep the input's stem; inputs whose outputs would share a name are refused before any work; default: a new runs/deblur/expN)")
     p.add_argument("--suffix", type=_image_suffix, help="output format, e.g. .png (default: the input's)")
     p.add_argument("--compare", action="store_true", help="also write OUTPUT/compare/NAME.jpg, input and result side by side")
     p.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse images with more pixels than this, decompression bombs (default: 100000000, or $EDGE_DEBLUR_MAX_PIXELS)")
@@ -386,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", type=_positive_int, default=2, help="camera: frames buffered between capture and deblurring (default: 2)")
     p.add_argument("--policy", choices=["drop-oldest", "drop-newest", "block"], default="drop-oldest",
                    help="camera: what a full queue does with a new frame (default: drop the oldest, for low latency)")
-    p.add_argument("--fps", type=float, default=30.0, help="camera: frame rate written to the recording (default: 30)")
+    p.add_argument("--fps", type=_positive_float, default=30.0, help="camera: frame rate written to the recording (default: 30)")
     _add_method_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -400,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Wiener, Richardson-Lucy, and the blind method's own restoration)")
     p.add_argument("--protocol", choices=pipeline.PROTOCOLS, default="both",
                    help="plain: full-frame PSNR/SSIM; levin: the blind-deblurring benchmark's (gray, 15 px border "
-                        "cropped, best shift within +-10 px on a 0.25 px grid) with the error ratio; both (default)")
+                        "cropped, best shift within ±10 px on a 0.25 px grid) with the error ratio; both (default)")
     p.add_argument("--ratio-reference", metavar="NAME", help="method whose error the error ratio divides by "
                    "(default: 'restore (true kernel)', the blind method's restoration given the true kernel, when the pairs have kernels)")
     p.add_argument("--json", type=_json_output, help="also write the rows to this JSON file")
@@ -422,14 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "or MEAN,STD of [0, 1] values (default: its sidecar's, else detected)")
     p.add_argument("--target", required=True, help="target profile in targets/: rpi4, rpi5, jetson-orin, x86")
     p.add_argument("-o", "--out", default="", help="output folder (default build/TARGET); running again resumes")
-    p.add_argument("--quick", action="store_true", help="the whole chain in about a minute (CI, smoke tests)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--distill-steps", type=int, help="training steps before pruning")
-    p.add_argument("--finetune-steps", type=int, help="training steps after pruning")
-    p.add_argument("--learning-rate", type=float, help="peak learning rate of the distillation (default 0.002)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: the whole chain on a few dozen crops and training "
+                   "steps (minutes, for CI); the card, report and summary say so, and which failed checks that explains")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops, the training and the pruning (default: 0)")
+    p.add_argument("--distill-steps", type=_positive_int, help="training steps before pruning (default: 8000; --quick: 30)")
+    p.add_argument("--finetune-steps", type=_positive_int, help="training steps after pruning (default: 6000; --quick: 20)")
+    p.add_argument("--learning-rate", type=_positive_float, help="peak learning rate of the distillation (default 0.002)")
     p.add_argument("--reuse", metavar="DIR", help="another conversion's output folder: take its data and "
                    "distillation when they were made with the same teacher, student and settings")
-    p.add_argument("--crops", type=int, help="size of the distillation set (crops run through the teacher)")
+    p.add_argument("--crops", type=_positive_int, help="size of the distillation set, crops run through the teacher (default: 6000; --quick: 64)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="what the runtime reads from a model", epilog="example: edge-deblur info student-rpi5")
@@ -444,16 +542,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     """Checks that involve two arguments, still before any work (argparse's exit 2)."""
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # the verb's own "usage:" line
     tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", None)
     if tile is not None and overlap is not None and overlap >= tile:
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # the verb's own "usage:" line
         sub.error(f"argument --overlap: must be less than --tile ({tile}), got {overlap}")
+    if args.command == "deblur" and args.output is None:  # the default runs/deblur/expN, checked as -o is
+        try:
+            _check_writable_folder(RUNS_DIR, "default output folder")
+        except argparse.ArgumentTypeError as e:
+            sub.error(f"argument -o/--output: {e}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_combinations(parser, args)
+    logs.set_verbosity(logs.NORMAL if args.verbosity is None else args.verbosity)
     try:
         return args.func(args)
     except EdgeDeblurError as e:

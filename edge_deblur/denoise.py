@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelError
+from .logs import native_logs_silenced
 from .model import Quantization, read_sidecar, resolve_model
 from .tiling import TilePlan, plan_tiles, run_tiled
 
@@ -57,7 +58,8 @@ class _LiteRT4:
             x = self.in_quant.quantize(x)
         if x.shape != self.shape:
             self.interp.resize_tensor_input(self.input["index"], list(x.shape), strict=False)
-            self.interp.allocate_tensors()
+            with native_logs_silenced():  # LiteRT's XNNPACK line, on the first allocation
+                self.interp.allocate_tensors()
             self.shape = x.shape
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -121,7 +122,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
     return _upright(_swap_red_blue(decoded), header.orientation)
 
 
-def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Path:
+def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95, metadata: Metadata | None = None) -> Path:
     """Write ``image`` atomically in the format its suffix names; returns the path.
 
     Bit depth and alpha are kept where the format can hold them: 16-bit in PNG and TIFF, alpha in PNG,
@@ -129,7 +130,8 @@ def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Pa
     WEBP and BMP, alpha is dropped for JPEG and BMP. Float input in [0, 1] is written as 8-bit
     (values outside are clipped). ``quality`` (1-100) applies to JPEG and WEBP. Gray images stay gray
     except in WEBP, which stores RGB. The file appears under its name only once fully written; the
-    parent folder is created.
+    parent folder is created. ``metadata`` (``read_metadata`` of the source) is embedded where the
+    format holds it, JPEG and PNG (``embed_metadata``); other formats are written without it.
     """
     path = Path(path)
     fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
@@ -150,15 +152,141 @@ def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Pa
         raise ImageError(f"{path}: cannot encode a {pixels.shape} {pixels.dtype} image as {fmt} ({err})") from err
     if not ok:
         raise ImageError(f"{path}: cannot encode a {pixels.shape} {pixels.dtype} image as {fmt}")
+    data = encoded.tobytes()
+    if metadata is not None:
+        data = embed_metadata(data, fmt, metadata)
     try:
         with AtomicFile(path) as temp, open(temp, "xb") as file:
-            file.write(encoded.tobytes())
+            file.write(data)
             file.flush()
             # Without fsync a power cut (a Pi pulled from its socket) can leave an empty file after the rename.
             os.fsync(file.fileno())
     except OSError as err:
         raise ImageError(f"{path}: cannot write ({err.strerror or err})") from err
     return path
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a photo says about itself beyond its pixels: the EXIF block (a TIFF structure, without
+    JPEG's ``Exif\\0\\0`` prefix) and the ICC colour profile (the profile's own bytes). None when absent."""
+
+    exif: bytes | None = None
+    icc: bytes | None = None
+
+
+_JPEG_APP2, _ICC_SIGNATURE, _EXIF_SIGNATURE = 0xE2, b"ICC_PROFILE\x00", b"Exif\x00\x00"
+_JPEG_SEGMENT_MAX = 65535 - 2  # a segment's payload after its 2-byte length (which counts itself)
+_ICC_CHUNK = _JPEG_SEGMENT_MAX - len(_ICC_SIGNATURE) - 2  # ICC.1 Annex B: sequence number and count bytes
+
+
+def read_metadata(path: str | Path) -> Metadata:
+    """The EXIF block and ICC profile of a JPEG (APP1 ``Exif``, APP2 ``ICC_PROFILE`` chunks in
+    sequence order) or PNG (``eXIf``, zlib-compressed ``iCCP``) file; empty for other formats and
+    for metadata that cannot be parsed (it is carried along, never a reason to fail)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return Metadata()
+    try:
+        fmt = _sniff_format(data)
+        if fmt == "JPEG":
+            return _jpeg_metadata(data)
+        if fmt == "PNG":
+            return _png_metadata(data)
+    except (IndexError, struct.error, ValueError, zlib.error):
+        pass
+    return Metadata()
+
+
+def _jpeg_metadata(data: bytes) -> Metadata:
+    exif, icc_chunks, pos = None, {}, 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == _JPEG_SOS or 0xD0 <= marker <= 0xD9:
+            break
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        payload = data[pos + 4:pos + 2 + length]
+        if marker == _JPEG_APP1 and payload.startswith(_EXIF_SIGNATURE) and exif is None:
+            exif = payload[len(_EXIF_SIGNATURE):]
+        elif marker == _JPEG_APP2 and payload.startswith(_ICC_SIGNATURE):
+            sequence = payload[len(_ICC_SIGNATURE)]
+            icc_chunks[sequence] = payload[len(_ICC_SIGNATURE) + 2:]
+        pos += 2 + length
+    icc = b"".join(icc_chunks[k] for k in sorted(icc_chunks)) or None
+    return Metadata(exif or None, icc)
+
+
+def _png_metadata(data: bytes) -> Metadata:
+    exif = icc = None
+    pos = 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"eXIf":
+            exif = body[len(_EXIF_SIGNATURE):] if body.startswith(_EXIF_SIGNATURE) else body
+        elif kind == b"iCCP":
+            name_end = body.index(b"\x00")  # profile name, a null, the compression method (0: zlib)
+            icc = zlib.decompress(body[name_end + 2:])
+        elif kind in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return Metadata(exif or None, icc or None)
+
+
+def embed_metadata(data: bytes, fmt: str, metadata: Metadata) -> bytes:
+    """``data`` (a freshly encoded file) with ``metadata`` embedded: JPEG gets an APP1 EXIF segment
+    and APP2 ICC chunks after its JFIF header, PNG gets ``iCCP`` and ``eXIf`` chunks after IHDR.
+    The EXIF orientation is set to 1 (upright): ``read_image`` has already turned the pixels, and a
+    viewer would otherwise turn them again. An EXIF block too big for one JPEG segment is left out
+    (a JPEG cannot hold it); other formats are returned as they are."""
+    exif = _exif_upright(metadata.exif) if metadata.exif else None
+    if fmt == "JPEG":
+        segments = b""
+        if exif and len(_EXIF_SIGNATURE) + len(exif) <= _JPEG_SEGMENT_MAX:
+            segments += _jpeg_segment(_JPEG_APP1, _EXIF_SIGNATURE + exif)
+        if metadata.icc:
+            chunks = [metadata.icc[i:i + _ICC_CHUNK] for i in range(0, len(metadata.icc), _ICC_CHUNK)]
+            if len(chunks) <= 255:
+                segments += b"".join(_jpeg_segment(_JPEG_APP2, _ICC_SIGNATURE + bytes([n, len(chunks)]) + chunk)
+                                     for n, chunk in enumerate(chunks, 1))
+        at = 2  # after SOI, and after the JFIF APP0 segment when there is one (it must come first)
+        if data[2:4] == b"\xff\xe0":
+            at = 4 + struct.unpack_from(">H", data, 4)[0]
+        return data[:at] + segments + data[at:]
+    if fmt == "PNG":
+        chunks = b""
+        if metadata.icc:
+            chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(metadata.icc))
+        if exif:
+            chunks += _png_chunk(b"eXIf", exif)
+        at = 8 + 12 + struct.unpack_from(">I", data, 8)[0]  # the signature, then IHDR
+        return data[:at] + chunks + data[at:]
+    return data
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _exif_upright(exif: bytes) -> bytes:
+    """``exif`` with its orientation tag (if any) set to 1; unreadable blocks are kept as they are."""
+    try:
+        orientation = _tiff_tags(exif).get(_TIFF_ORIENTATION)
+    except (ValueError, struct.error):
+        return exif
+    if orientation is None or orientation.value == 1:
+        return exif
+    return exif[:orientation.offset] + struct.pack(orientation.packing, 1) + exif[orientation.offset + struct.calcsize(orientation.packing):]
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:

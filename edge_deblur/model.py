@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelError
+from .logs import native_logs_silenced
 from .tiling import TilePlan, plan_tiles, run_tiled
 
 MODELS_DIR = Path(__file__).with_name("models")
@@ -150,7 +151,8 @@ class _LiteRT:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self.shape:
             self.interp.resize_tensor_input(self.input["index"], list(x.shape), strict=False)
-            self.interp.allocate_tensors()
+            with native_logs_silenced():  # LiteRT's XNNPACK line, on the first allocation
+                self.interp.allocate_tensors()
             self.shape = x.shape
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()

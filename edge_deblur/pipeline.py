@@ -100,6 +100,19 @@ def classical_method(method: str, psf: np.ndarray, config: MethodConfig = Method
     return lambda image: classical.richardson_lucy(image, psf, iterations=config.iterations)
 
 
+@dataclass(frozen=True)
+class ImageTiming:
+    """One written image: where from, where to, its size, and the seconds from reading it to its
+    result being written (a copied pass-through included, so slow disks show)."""
+
+    source: Path
+    target: Path
+    width: int
+    height: int
+    seconds: float
+    passed_through: bool = False
+
+
 @dataclass
 class BatchReport:
     written: list[Path] = field(default_factory=list)
@@ -109,6 +122,7 @@ class BatchReport:
     paths: list[tuple[Path, str, str]] = field(default_factory=list)  # (input, path taken, why): blind/auto
     kernels: list[Path] = field(default_factory=list)
     empty: list[Path] = field(default_factory=list)  # folders given as inputs that held no images
+    timings: list[ImageTiming] = field(default_factory=list)  # one per written image, in order
 
     @property
     def ok(self) -> bool:
@@ -155,7 +169,7 @@ def plan_batch(inputs: Sequence[str | Path], out_dir: str | Path, *, suffix: str
 def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Path, *,
                  suffix: str | None = None, compare: bool = False, sharp_threshold: float | None = None,
                  max_pixels: int | None = None, progress: bool | None = None,
-                 save_kernels: bool = False) -> BatchReport:
+                 save_kernels: bool = False, on_image: Callable[[ImageTiming], None] | None = None) -> BatchReport:
     """Deblur every image in ``inputs`` (files or folders) into ``out_dir``, keeping each input's stem.
 
     A bad or missing file does not stop the batch: it is recorded in the report's ``failures`` and
@@ -164,6 +178,9 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
     Frames whose sharpness (variance of the Laplacian) reaches ``sharp_threshold`` are copied
     through untouched. For blind methods, ``report.paths`` records the path each image took, and
     ``save_kernels`` writes each estimated kernel next to its result (``save_kernel``).
+    EXIF and ICC profiles are carried from each input to its result where both formats hold them
+    (JPEG and PNG, ``images.read_metadata``); the EXIF orientation becomes upright, as the pixels are.
+    ``report.timings`` has each written image's seconds, also handed to ``on_image`` as it is written.
     """
     out_dir = Path(out_dir)
     plan = plan_batch(inputs, out_dir, suffix=suffix, compare=compare, save_kernels=save_kernels)
@@ -172,6 +189,7 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
     start = time.perf_counter()
     with Progress(len(plan.sources), "deblur", enabled=progress) as bar:
         for path, target in zip(plan.sources, plan.targets):
+            started = time.perf_counter()
             try:
                 image = images.read_image(path, max_pixels=max_pixels)
                 if sharp_threshold is not None and laplacian_variance(image) >= sharp_threshold:
@@ -184,8 +202,13 @@ def deblur_files(deblur: Method, inputs: Sequence[str | Path], out_dir: str | Pa
                     with images.AtomicFile(target) as tmp:
                         shutil.copyfile(path, tmp)
                 else:
-                    images.write_image(target, result)
+                    images.write_image(target, result, metadata=images.read_metadata(path))
                 report.written.append(target)
+                timing = ImageTiming(path, target, image.shape[1], image.shape[0], time.perf_counter() - started,
+                                     passed_through=result is image)
+                report.timings.append(timing)
+                if on_image is not None:
+                    on_image(timing)
                 last = getattr(deblur, "last", None)
                 if last is not None and result is not image:
                     report.paths.append((path, last.path, last.reason))

@@ -239,6 +239,8 @@ BAD_VALUES = {
     cli_module._kernel_side: ["4", "1", "-3", "x"],
     cli_module._keep: ["0", "-1", "1.5", "0.0", "ten"],
     cli_module._image_suffix: [".gif", "txt"],
+    cli_module._positive_float: ["0", "-0.5", "nan", "inf", "much"],
+    cli_module._non_negative_float: ["-1", "nan", "x"],
 }
 
 
@@ -270,7 +272,9 @@ def test_the_generated_cases_cover_the_options_the_issue_names():
     for needed in [("bench", "--size"), ("bench", "--repeats"), ("bench", "--threads"), ("bench", "--tile"),
                    ("run", "--select"), ("run", "--tile"), ("run", "--overlap"), ("run", "--threads"),
                    ("deblur", "--tile"), ("deblur", "--overlap"), ("deblur", "--threads"), ("deblur", "--max-pixels"),
-                   ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads")]:
+                   ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads"),
+                   ("deblur", "--balance"), ("deblur", "--gate"), ("run", "--fps"), ("convert", "--distill-steps"),
+                   ("convert", "--crops"), ("convert", "--learning-rate")]:
         assert needed in covered, needed
 
 

@@ -106,6 +106,25 @@ def test_card_reports_quality_latency_and_checks(quick):
     assert teacher["warnings"] == [] and 20 < teacher["psnr_vs_input"] < 60
 
 
+def test_a_quick_card_says_it_is_a_smoke_run_with_one_budget_and_its_real_pairs(quick):
+    """Issue 15: the card and report say a --quick run is a smoke run and mark the failures it
+    explains; the MAC budget pruning aimed at is the one the check and the report give; the
+    held-out set is counted as the pairs it is (3 photos, each with its own kernel: 3 kernels)."""
+    card = _card(quick)
+    assert card["smoke_run"].startswith("smoke run (--quick)")
+    assert card["quality"]["pairs"] == 3 and card["quality"]["kernels"] == 3
+    assert card["quality"]["dataset"].startswith("3 held-out Kodak photos, each blurred by one Levin et al. kernel (3 of the 8")
+    budget = card["mac_budget"]["macs"]
+    assert budget == card["steps"]["prune"]["mac_budget"] <= card["target"]["mac_budget"]
+    check = next(c for c in card["checks"] if c["name"] == "MACs within the budget")
+    assert f"<= {budget / 1e6:.0f}M" in check["detail"]
+    expected = {c["kind"]: c["expected_in_smoke_run"] for c in card["checks"]}
+    assert expected["gain"] and expected["int8_loss"] and not expected["macs"] and not expected["ops"]
+    md = (quick / "report.md").read_text()
+    assert "SMOKE RUN" in md and f"{budget / 1e6:.1f}M MACs" in md and "+-" not in md
+    assert len([line for line in md.splitlines() if line.startswith("| total |")]) == 1
+
+
 def test_teacher_problems_and_latency_verdict():
     from converters.convert import latency_verdict, teacher_problems
 
