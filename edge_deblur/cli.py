@@ -404,10 +404,7 @@ def cmd_convert(args) -> int:
             import keras  # noqa: F401
             import tensorflow  # noqa: F401
         if logs.verbosity() < logs.VERBOSE:  # and TensorFlow's Python-side notices (absl: deprecated paths)
-            import logging
-
-            for name in ("absl", "tensorflow"):
-                logging.getLogger(name).setLevel(logging.ERROR)
+            logs.python_notices_silenced("absl", "tensorflow")
         from converters.convert import config_from_args, convert
     except ImportError as e:
         raise EdgeDeblurError(f"edge-deblur convert needs the host toolchain, which is not installed here ({e}); "

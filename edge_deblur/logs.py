@@ -10,6 +10,7 @@ it back after; errors still reach the caller as Python exceptions. Standard libr
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -44,6 +45,22 @@ def detail(message: str) -> None:
     """A line for verbose mode only (per-image timing), on stdout."""
     if _level >= VERBOSE:
         print(message, flush=True)
+
+
+class _ErrorsOnly(logging.Filter):
+    """Lets through records of ERROR and above. A filter, not a level: libraries (absl when its
+    flags are read) set their loggers' levels again, but leave filters alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def python_notices_silenced(*loggers: str) -> None:
+    """Keep only errors from these Python loggers (TensorFlow's and absl's INFO and WARNING notices)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ErrorsOnly) for f in logger.filters):
+            logger.addFilter(_ErrorsOnly())
 
 
 @contextmanager

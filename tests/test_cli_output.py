@@ -238,3 +238,19 @@ def test_silencing_keeps_pythons_own_messages_and_restores_descriptor_2(tmp_path
               "os.write(2, b'native, after\\n')\nprint('ours, after', file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and r.stderr.splitlines() == ["ours, during", "native, after", "ours, after"], r.stderr
+
+
+def test_python_notices_keep_only_errors_even_when_the_level_is_set_again():
+    import logging
+
+    seen = []
+    logger = logging.getLogger("edge_deblur_test_notices")
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger.addHandler(handler)
+    logs.python_notices_silenced("edge_deblur_test_notices")
+    logs.python_notices_silenced("edge_deblur_test_notices")  # idempotent: one filter
+    logger.setLevel(logging.INFO)  # as absl does when its flags are read
+    logger.warning("a deprecated conversion path")
+    logger.error("a real error")
+    assert [r.getMessage() for r in seen] == ["a real error"] and len(logger.filters) == 1
