@@ -1,17 +1,26 @@
-"""Local, offload and the planner's choice over emulated links, side by side in one run.
+"""Every partitioned mode and the planner over emulated links, side by side in one run.
 
-The "board" is this host running the bundled Pi 5 student (INT8, LiteRT, ``--board-threads``); the
-"server" is ``edge-deblur serve`` (the teacher) in a subprocess on the same host, reached through
-tests/serve_link.py's loopback proxy, which adds half the round trip to each direction and caps each
-direction's rate (a user-space stand-in for tc's tbf; this kernel has no netem). Frames are
-``--size`` centre crops of held-out Kodak24 photos blurred by Levin et al.'s measured camera-shake
-kernels (the project's evaluation forward model).
-Per link: median wall time per frame of each mode, the planner's median and the modes it chose,
-and PSNR against the sharp photo (the planner's frames are deblurred by whichever side it chose).
-Both sides share this host's 2 cores, so the board here is far faster than a Pi and the server far
-slower than a server: the table shows the mechanism, not a deployment.
+The "server" is ``edge-deblur serve`` (``deblur``: the teacher; ``split``: the student's middle) in
+a network namespace of its own, reached over a veth pair whose two ends are shaped by tc's token
+bucket filter (the link's rate, in the kernel; tests/serve_link.py's ``VethLink``); this kernel has no
+``sch_netem``, so the round trip comes from tests/serve_link.py's ``LinkProxy`` (in a process of its own, on the server's core),
+which adds half of it to each direction. Without root (no namespaces) the proxy also caps the
+rate, in user space, and the output says so. The "board" is this host running the bundled Pi 5
+student (INT8, LiteRT, 1 thread), emulated ``--board-slowdown`` times slower (each board-side
+call lasts F x its quiet time on this host, ``Slower``; 1: this host's own speed); the split
+mode's head and tail parts are stretched the same way. Frames are ``--size`` centre crops of
+held-out Kodak24 photos blurred by Levin et al.'s measured camera-shake kernels (the project's
+evaluation forward model).
 
-    python benchmarks/partition_links.py --frames 6 --size 320x240
+Per link: median wall time per frame of each mode (``--frames`` frames after one warm-up; medians,
+since this host's other jobs put spikes into any mean) and PSNR against the sharp photo; the
+planner (``partitioned_method``'s auto: local, split, offload, remote modes measured in the
+background) over ``--stream`` frames cycling through the same frames: its median and mean, the
+modes it chose, and whether its median is within 10% of the best lossless mode's. Then bytes per frame per
+mode, and frames lost under faults (wrong token, a connection reset mid-answer, the server
+killed mid-stream) per mode on one link.
+
+    python benchmarks/partition_links.py --frames 3 --stream 16 --size 320x240 --board-slowdown 4
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,12 +43,15 @@ from converters.data import blur_photo, heldout_photos, levin_kernels
 from edge_deblur.metrics import psnr
 from edge_deblur.model import Deblurrer
 from edge_deblur.partition import Offload, OffloadConfig, Planner, PlannerConfig
+from edge_deblur.partition.planner import LinkMonitor
+from edge_deblur.partition.split import SplitOffload
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from serve_link import LinkProxy  # noqa: E402
+from serve_link import NamespaceUnavailable, VethLink  # noqa: E402
 
 LINKS = [(mbit, rtt) for mbit in (1, 10, 100) for rtt in (5, 50, 150)]
+MODES = ("local", "offload", "offload jpeg:90", "split")
 
 
 def frames_of(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -56,62 +70,264 @@ def frames_of(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarra
     return pairs
 
 
+class Slower:
+    """``fn`` as on a board ``factor`` times slower than this host when it is quiet: each call lasts
+    ``factor`` x the fastest of its first three calls for those input shapes (a sleep makes up the
+    rest). The other jobs on this shared host then move the board's times only when they make a
+    call slower than that, not by ``factor`` times their own delay."""
+
+    def __init__(self, fn, factor: float):
+        self.fn, self.factor = fn, factor
+        self.quiet: dict[tuple, tuple[float, int]] = {}  # input shapes -> (fastest seconds, calls seen)
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        out = self.fn(*args)
+        took = time.perf_counter() - start
+        key = tuple(np.shape(a) for a in args)
+        fastest, calls = self.quiet.get(key, (took, 0))
+        if calls < 3:
+            fastest = min(fastest, took)
+            self.quiet[key] = (fastest, calls + 1)
+        if self.factor > 1:
+            time.sleep(max(0.0, self.factor * fastest - (time.perf_counter() - start)))
+        return out
+
+
 def timed(method, pairs):
-    times, scores = [], []
+    """(mean ms, median ms, mean dB, frames out) over ``pairs``."""
+    times, scores, outs = [], [], 0
     for blurred, sharp in pairs:
         start = time.perf_counter()
         out = method(blurred)
         times.append(1000 * (time.perf_counter() - start))
+        outs += out is not None and out.shape == blurred.shape
         scores.append(psnr(out, sharp))
-    return statistics.median(times), float(np.mean(scores))
+    if os.environ.get("EDGE_DEBLUR_BENCH_DEBUG"):
+        print("  frame ms:", " ".join(f"{t:.0f}" for t in times), file=sys.stderr)
+    return statistics.mean(times), statistics.median(times), float(np.mean(scores)), outs
+
+
+class Server:
+    """``edge-deblur serve`` in the namespace (or on loopback), with a token file."""
+
+    started: list["Server"] = []
+    cpu: int | None = None  # pinned to this CPU (the board to the others)
+
+    def __init__(self, ns: str | None, ip: str, tokens: Path, threads: int):
+        self.tokens = tokens
+        prefix = (["ip", "netns", "exec", ns] if ns else []) + (["taskset", "-c", str(Server.cpu)] if Server.cpu is not None else [])
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge_deblur.cli", "serve", "--host", ip, "--port",
+                                      "0" if not ns else "8000", "--grpc-port", "-1", "--rate", "0", "--threads",
+                                      str(threads), "--tokens", str(tokens), "--timeout", "120"],
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if "serving" not in line:
+            self.proc.kill()
+            raise SystemExit(f"the server did not start: {line!r}")
+        self.host, self.port = line.split("://")[1].split()[0].rsplit(":", 1)
+        Server.started.append(self)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Proxy:
+    """tests/serve_link.py's delay proxy in a process of its own, on the server's CPU: copying the
+    link's bytes is the network's work, not the board's."""
+
+    def __init__(self, target: tuple[str, int], one_way_s: float, rate_bytes_s: float | None = None,
+                 reset_after_bytes: int | None = None):
+        cmd = [sys.executable, str(ROOT / "tests" / "serve_link.py"), f"{target[0]}:{target[1]}",
+               "--one-way-ms", str(1000 * one_way_s)]
+        if rate_bytes_s:
+            cmd += ["--mbit", str(rate_bytes_s * 8 / 1e6)]
+        if reset_after_bytes is not None:
+            cmd += ["--reset-after-bytes", str(reset_after_bytes)]
+        if Server.cpu is not None:
+            cmd = ["taskset", "-c", str(Server.cpu), *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening"):
+            self.proc.kill()
+            raise SystemExit(f"the link proxy did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def board_modes(url: str, token: str, board, slowdown: float, threads: int) -> dict:
+    split = SplitOffload(OffloadConfig(url, token, model="split", deadline_s=120), threads=threads)
+    split.runner.head, split.runner.tail = Slower(split.runner.head, slowdown), Slower(split.runner.tail, slowdown)
+    return {"local": board, "offload": Offload(OffloadConfig(url, token, deadline_s=120), local=board),
+            "offload jpeg:90": Offload(OffloadConfig(url, token, deadline_s=120, encoding="jpeg:90"), local=board),
+            "split": split}
+
+
+def close_all(modes: dict) -> None:
+    for m in modes.values():
+        if hasattr(m, "close"):
+            m.close()
+
+
+def wire(method) -> tuple[float, float, int]:
+    s = method.summary
+    done = getattr(s, "offloaded", None)
+    done = s.split if done is None else done
+    return s.bytes_up, s.bytes_down, done
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=3, help="timed frames per mode and link (after one warm-up)")
+    ap.add_argument("--stream", type=int, default=16, help="frames the planner gets per link")
     ap.add_argument("--size", default="320x240")
+    ap.add_argument("--board-slowdown", type=float, default=1.0)
     ap.add_argument("--board-threads", type=int, default=1)
     ap.add_argument("--server-threads", type=int, default=1)
+    ap.add_argument("--links", nargs="*", help="MBIT,RTT_MS pairs (default: 1/10/100 x 5/50/150)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the board to CPU 0 and the server to CPU 1")
     args = ap.parse_args()
+    if os.environ.get("EDGE_DEBLUR_BENCH_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("edge_deblur.partition.planner").setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill PID: the namespace and servers still go
+    if not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})  # board and server on cores of their own: one's work does not slow the other's
+        Server.cpu = 1
     w, h = (int(v) for v in args.size.split("x"))
-    pairs = frames_of(args.frames, (w, h))
-    board = Deblurrer.load("student-rpi5", threads=args.board_threads)
-    proc = subprocess.Popen([sys.executable, "-m", "edge_deblur.cli", "serve", "--port", "0", "--grpc-port", "-1",
-                             "--rate", "0", "--threads", str(args.server_threads)], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
-    line = proc.stdout.readline()
-    host, port = line.split("http://")[1].split()[0].split(":")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}; "
-          f"{args.frames} frames of {w}x{h} ({w * h * 3 / 1e3:.0f} kB raw)")
+    pairs = frames_of(max(args.frames + 1, 4), (w, h))
+    links = [tuple(float(v) for v in link.split(",")) for link in args.links] if args.links else LINKS
+    board = Slower(Deblurrer.load("student-rpi5", threads=args.board_threads), args.board_slowdown)
+    from edge_deblur.serve.tokens import add_token
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-deblur-links-"))
+    token = add_token(tmp / "tokens.json", "board")
     try:
-        timed(board, pairs[:1])
-        local_ms, local_db = timed(board, pairs)
-        blurred_db = float(np.mean([psnr(b, s) for b, s in pairs]))
-        print(f"blurred input {blurred_db:.2f} dB; local (student-rpi5) {local_ms:.0f} ms, {local_db:.2f} dB\n")
-        print("| link | offload ms | offload dB | planner ms (mean) | planner dB | planner chose | best mode |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for mbit, rtt in LINKS:
-            link = LinkProxy((host, int(port)), one_way_s=rtt / 2000, rate_bytes_s=mbit * 1e6 / 8)
-            url = f"http://127.0.0.1:{link.port}"
-            offload = Offload(OffloadConfig(url, deadline_s=60), local=board)
-            timed(offload, pairs[:1])  # connection and the server's allocation for this size
-            off_ms, off_db = timed(offload, pairs)
-            offload.close()
-            planner_offload = Offload(OffloadConfig(url, deadline_s=60), local=board)
-            planner = Planner({"local": board, "offload": planner_offload}, PlannerConfig(reprobe_every=20))
-            stream = pairs * 5
-            start = time.perf_counter()
-            plan_ms, plan_db = timed(planner, stream)  # the first frames are its measurements
-            plan_mean = 1000 * (time.perf_counter() - start) / len(stream)
-            planner_offload.close()
-            link.close()
-            best = "offload" if off_ms < local_ms else "local"
-            chose = ", ".join(f"{n} {m}" for m, n in sorted(planner.summary.frames.items()))
-            print(f"| {mbit} Mbit/s, {rtt} ms | {off_ms:.0f} | {off_db:.2f} | {plan_ms:.0f} ({plan_mean:.0f}) | {plan_db:.2f} | "
-                  f"{chose} | {best} |", flush=True)
+        veth = VethLink(f"b{os.getpid() % 10000}", 150 + os.getpid() % 40)
+        veth.__enter__()
+    except NamespaceUnavailable as e:
+        veth = None
+        print(f"no namespaces ({e}): the loopback proxy caps the rate in user space")
+    try:
+        server = Server(veth.ns if veth else None, veth.ns_ip if veth else "127.0.0.1", tmp / "tokens.json",
+                        args.server_threads)
+        _run(args, pairs, links, board, veth, server, token, w, h)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for started in Server.started:
+            started.kill()
+        if veth is not None:
+            veth.__exit__(None, None, None)
+
+
+def _run(args, pairs, links, board, veth, server, token, w, h) -> None:
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}; "
+          f"{len(pairs)} frames of {w}x{h} ({w * h * 3 / 1e3:.0f} kB raw); board: student-rpi5 x{args.board_slowdown:g}; "
+          f"links: {'tc tbf on a veth pair between namespaces + delay proxy' if veth else 'loopback proxy (rate and delay)'}; "
+          f"{'board on CPU 0, server on CPU 1' if Server.cpu is not None else 'board and server unpinned'}")
+    timed(board, pairs[:1])
+    blurred_db = float(np.mean([psnr(b, s) for b, s in pairs]))
+    print(f"blurred input {blurred_db:.2f} dB\n")
+    print("| link | " + " | ".join(f"{m} ms (dB)" for m in MODES) + " | planner ms, median (mean) | planner dB | "
+          "planner chose | best mode | planner vs best |")
+    print("| --- " * (len(MODES) + 6) + "|")
+    bytes_rows, verdicts = {}, []
+    try:
+        for mbit, rtt in links:
+            if veth:
+                veth.shape(mbit)
+            proxy = Proxy((server.host, int(server.port)), one_way_s=rtt / 2000,
+                              rate_bytes_s=None if veth else mbit * 1e6 / 8)
+            url = f"http://127.0.0.1:{proxy.port}"
+            modes = board_modes(url, token, board, args.board_slowdown, args.board_threads)
+            cells, means = [], {}
+            for name, method in modes.items():
+                timed(method, pairs[:1])  # connection, the server's allocation for this size
+                _, median, db, _ = timed(method, pairs[1:args.frames + 1])
+                means[name] = median
+                cells.append(f"{median:.0f} ({db:.2f})")
+                if name != "local" and (mbit, rtt) == links[-1]:
+                    up, down, done = wire(method)
+                    bytes_rows[name] = (up / done, down / done)
+            close_all(modes)
+            made = board_modes(url, token, board, args.board_slowdown, args.board_threads)
+            made["offload jpeg:90"].close()
+            planner_modes = {m: made[m] for m in ("local", "split", "offload")}  # auto's, in its order
+            planner = Planner(planner_modes, PlannerConfig(background=True, ping_every_s=1.0),
+                              link=LinkMonitor(url, token))
+            measured = pairs[1:args.frames + 1]  # the frames each mode was timed on
+            stream = (measured * (args.stream // len(measured) + 1))[:args.stream]
+            p_mean, p_median, p_db, _ = timed(planner, stream)
+            planner.close()
+            close_all(planner_modes)
+            proxy.close()
+            candidates = {m: t for m, t in means.items() if m != "offload jpeg:90"}
+            best = min(candidates, key=candidates.get)
+            ratio = p_median / candidates[best]
+            verdicts.append(ratio <= 1.1)
+            chose = ", ".join(f"{n} {m}" for m, n in sorted(planner.summary.frames.items()))
+            print(f"| {mbit:g} Mbit/s, {rtt:g} ms | " + " | ".join(cells) + f" | {p_median:.0f} ({p_mean:.0f}) | {p_db:.2f} | "
+                  f"{chose} | {best} | {ratio:.2f}x |", flush=True)
+            print(f"  planner: {planner.summary}", file=sys.stderr, flush=True)
+        print(f"\nplanner's median within 10% of the best lossless mode's on {sum(verdicts)}/{len(verdicts)} links\n")
+        print("| mode | up kB/frame | down kB/frame |")
+        print("| --- | --- | --- |")
+        for name, (up, down) in bytes_rows.items():
+            print(f"| {name} | {up / 1e3:.1f} | {down / 1e3:.1f} |")
+        server = _faults(args, pairs, board, veth, server, token)
+    finally:
+        server.kill()
+
+
+def _faults(args, pairs, board, veth, server, token) -> Server:
+    """Frames in and out per mode under each fault, on a 10 Mbit/s, 50 ms link; a frame is lost when
+    the method raises or returns nothing of the frame's shape. Returns the server running at the end."""
+    if veth:
+        veth.shape(10)
+    print("\nfaults on 10 Mbit/s, 50 ms:\n")
+    print("| fault | mode | frames in | frames out | lost | fallbacks |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    stream = pairs * 2
+    for fault in ("wrong token", "reset mid-answer", "server killed mid-stream"):
+        for name in ("offload", "offload jpeg:90", "split", "auto"):
+            tok = "edb_wrong" if fault == "wrong token" else token
+            proxy = Proxy((server.host, int(server.port)), one_way_s=0.025, rate_bytes_s=None if veth else 10e6 / 8,
+                              reset_after_bytes=20_000 if fault == "reset mid-answer" else None)
+            url = f"http://127.0.0.1:{proxy.port}"
+            modes = board_modes(url, tok, board, args.board_slowdown, args.board_threads)
+            if name == "auto":
+                method = Planner({"local": board, "split": modes["split"], "offload": modes["offload"]},
+                                 PlannerConfig(background=True, ping_every_s=0.5), link=LinkMonitor(url, tok))
+            else:
+                method = modes[name]
+            out_count = 0
+            for i, (blurred, _) in enumerate(stream):
+                if fault == "server killed mid-stream" and i == 2:
+                    server.kill()
+                try:
+                    out = method(blurred)
+                    out_count += out is not None and out.shape == blurred.shape
+                except Exception as e:  # noqa: BLE001 - a lost frame, counted
+                    print(f"  {name}: frame {i} lost: {type(e).__name__}: {e}", file=sys.stderr)
+            if isinstance(method, Planner):
+                method.close()
+                why = "; ".join(f"{m}: {dict(modes[m].summary.fallbacks)}" for m in ("offload", "split"))
+                why += f"; probes {dict(method.summary.probes)}"
+            else:
+                why = str(dict(method.summary.fallbacks))
+            close_all(modes)
+            proxy.close()
+            print(f"| {fault} | {name} | {len(stream)} | {out_count} | {len(stream) - out_count} | {why} |", flush=True)
+            if fault == "server killed mid-stream":
+                server = Server(veth.ns if veth else None, veth.ns_ip if veth else "127.0.0.1", server.tokens,
+                                args.server_threads)
+    return server
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,41 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 RATE_MBIT = 8
 
 
-def _run(*cmd, check=True):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=check)
-
-
 @pytest.fixture
 def namespace():
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
-        pytest.skip("needs root with ip and tc to make a network namespace and shape its link")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, ns_if = f"edserve{tag}", f"edh{tag}", f"eds{tag}"
-    subnet = 200 + os.getpid() % 50
-    host_ip, ns_ip = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
-    made = _run("ip", "netns", "add", ns, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a network namespace here: {made.stderr.strip()}")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serve_link import NamespaceUnavailable, VethLink
+
     try:
-        steps = [("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if),
-                 ("ip", "link", "set", ns_if, "netns", ns),
-                 ("ip", "addr", "add", f"{host_ip}/30", "dev", host_if), ("ip", "link", "set", host_if, "up"),
-                 ("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ns_ip}/30", "dev", ns_if),
-                 ("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up"),
-                 ("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")]
-        for step in steps:
-            out = _run(*step, check=False)
-            if out.returncode != 0:
-                pytest.skip(f"{' '.join(step)}: {out.stderr.strip()}")
-        for prefix, dev in (((), host_if), (("ip", "netns", "exec", ns), ns_if)):  # both directions
-            out = _run(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{RATE_MBIT}mbit",
-                       "burst", "32kbit", "latency", "400ms", check=False)
-            if out.returncode != 0:
-                pytest.skip(f"tc tbf is not available: {out.stderr.strip()}")
-        yield ns, ns_ip
-    finally:
-        _run("ip", "netns", "del", ns, check=False)  # takes its end of the veth pair, and so the pair
-        _run("ip", "link", "del", host_if, check=False)
+        with VethLink(f"{os.getpid() % 100000}", 200 + os.getpid() % 50) as link:
+            link.shape(RATE_MBIT)
+            yield link.ns, link.ns_ip
+    except NamespaceUnavailable as e:
+        pytest.skip(str(e))
 
 
 def _serve_in(ns, ip):

@@ -84,9 +84,20 @@ class V2Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
+            reused = self._conn is not None and self._conn.sock is not None
             conn = self._connection(timeout)
-            conn.request(method, self.base + path, body=body, headers=headers)
-            response = conn.getresponse()
+            try:
+                conn.request(method, self.base + path, body=body, headers=headers)
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                if not reused:
+                    raise
+                # A kept-alive connection the server has since closed (uvicorn: after 5 s idle) fails
+                # before any answer; what urllib3 does: the same request once on a fresh connection.
+                self.close()
+                conn = self._connection(timeout)
+                conn.request(method, self.base + path, body=body, headers=headers)
+                response = conn.getresponse()
             data = response.read()
         except (socket.timeout, TimeoutError) as e:
             self.close()  # a late answer must not be read as the next frame's

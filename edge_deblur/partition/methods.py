@@ -73,14 +73,15 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s), local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
-    modes = {"local": local, "offload": offload}
+    modes = {"local": local}
     split = None
     if offload.client.ready("split"):
         try:  # auto offers split only for a student it can cut (an INT8 U-shaped .tflite)
             split = SplitOffload(split_config, student, split_level, local=local)
         except ModelError:
             split = None
-    if split is not None:
+    if split is not None:  # first: the planner probes remote modes in order, and split's features are the smaller
         modes["split"] = split
+    modes["offload"] = offload
     planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True), link=LinkMonitor(server, token))
     return PartitionedMethod(planner, offload, planner, split)

@@ -15,6 +15,7 @@ result coming back in the same encoding; the summary states the encoding and its
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from .client import RemoteError, Unreachable, V2Client
 from .encoding import decode, encode, parse_encoding
 
 Method = Callable[[np.ndarray], np.ndarray]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class ServerCalls:
             try:
                 return call()
             except Unreachable as e:
+                log.debug("%s: %s", self.config.url, e)
                 if not e.timed_out:
                     self.local_until = now + self.config.probe_after_s
                 return "deadline missed" if e.timed_out else "server unreachable"

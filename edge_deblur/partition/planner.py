@@ -79,9 +79,9 @@ class LinkMonitor:
         if response.status != 200:
             self.failed += 1
             return None
-        if not self._warm:
+        if not self._warm:  # that one paid the handshake: measure again on the open connection
             self._warm = True
-            return None
+            return self.ping()
         self.pings += 1
         self.rtt = seconds if self.rtt is None else (1 - self.alpha) * self.rtt + self.alpha * seconds
         return seconds
@@ -185,7 +185,11 @@ class Planner:
             best = min(expected, key=expected.get)
             return best, f"none meets the deadline, fastest expected ({1000 * expected[best]:.0f} ms)"
         best = min(meeting, key=meeting.get)
-        return best, f"fastest expected ({1000 * meeting[best]:.0f} ms)" if len(meeting) > 1 else "only mode within the deadline"
+        if len(meeting) > 1:
+            return best, f"fastest expected ({1000 * meeting[best]:.0f} ms)"
+        if len(candidates) == 1:
+            return best, "only mode measured"
+        return best, "only mode within the deadline"
 
     def choose(self, shape: tuple) -> tuple[str, str]:
         """(mode, reason) for the next frame of ``shape`` (foreground measurement)."""
@@ -202,7 +206,7 @@ class Planner:
         frame path; the frame goes to the best measured mode (``local`` is measured on frames)."""
         if not self._measured("local", shape):
             return "local", "first measurement", None
-        remote = [m for m in self.modes if m != "local"]
+        remote = [m for m in self.modes if m != "local"]  # probed in this order: put the fewest bytes first
         probe = next((m for m in remote if not self._measured(m, shape)), None) or next(
             (m for m in remote if self._stale(m, shape)), None)
         measured = [m for m in self.modes if self._measured(m, shape) and self.estimates[(m, shape)] != UNAVAILABLE]
