@@ -129,7 +129,7 @@ def test_server_gone_mid_stream_loses_no_frame(photos, student):
     assert set(split.summary.fallbacks) <= {"server unreachable", "backing off"}
 
 
-def test_stock_triton_client_runs_the_middle(server, photos):
+def test_stock_triton_clients_run_the_middle_over_http_and_grpc():
     import tritonclient.http as httpclient
 
     cut = cut_student("student-rpi5", 2)
@@ -137,13 +137,22 @@ def test_stock_triton_client_runs_the_middle(server, photos):
     body = np.frombuffer(pack(codes), np.uint8)
     tensor = httpclient.InferInput("features", [body.size], "UINT8")
     tensor.set_data_from_numpy(body, binary_data=True)
-    client = httpclient.InferenceServerClient(server.http_url)
-    result = client.infer("split", [tensor], parameters=request_parameters(cut, codes.shape))
-    ours = V2Client(f"http://{server.http_url}").infer("split", "features", body, timeout=20,
-                                                      parameters=request_parameters(cut, codes.shape))
+    import tritonclient.grpc as grpcclient
+
+    registry = ModelRegistry()
+    registry.add(SplitModel(threads=1))
+    params = request_parameters(cut, codes.shape)  # a string, integers and a float: each V2 parameter type
+    with RunningServer(ServeConfig(port=0, grpc_port=0, threads=1), registry=registry) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        result = client.infer("split", [tensor], parameters=params)
+        ours = V2Client(f"http://{server.http_url}").infer("split", "features", body, timeout=20, parameters=params)
+        assert client.get_model_metadata("split")["inputs"][0]["datatype"] == "UINT8"
+        gtensor = grpcclient.InferInput("features", [body.size], "UINT8")
+        gtensor.set_data_from_numpy(body)
+        via_grpc = grpcclient.InferenceServerClient(server.grpc_url).infer("split", [gtensor], parameters=params)
     np.testing.assert_array_equal(result.as_numpy("features"), ours.output)
+    np.testing.assert_array_equal(via_grpc.as_numpy("features"), ours.output)
     assert unpack(ours.output.tobytes(), (1, 16, 20, 24)).dtype == np.int8
-    assert client.get_model_metadata("split")["inputs"][0]["datatype"] == "UINT8"
 
 
 def test_probe_runs_the_middle_on_the_server_only(server, photos):
