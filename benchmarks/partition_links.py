@@ -16,11 +16,12 @@ Per link: median wall time per frame of each mode (``--frames`` frames after one
 since this host's other jobs put spikes into any mean) and PSNR against the sharp photo; the
 planner (``partitioned_method``'s auto: local, split, offload, remote modes measured in the
 background) over ``--stream`` frames cycling through the same frames: its median and mean, the
-modes it chose, and whether its median is within 10% of the best lossless mode's. Then bytes per frame per
-mode, and frames lost under faults (wrong token, a connection reset mid-answer, the server
-killed mid-stream) per mode on one link.
+modes it chose, and whether its median is within 10% of the best lossless mode's. Then bytes per
+frame per mode, the kernel mode on one link (``--kernel-link``), and frames lost under faults
+(wrong token, a connection reset mid-answer, the server killed mid-stream) per mode on one link.
 
-    python benchmarks/partition_links.py --frames 3 --stream 16 --size 320x240 --board-slowdown 4
+    python benchmarks/partition_links.py --frames 5 --stream 40 --board-slowdown 4
+    python benchmarks/partition_links.py --frames 4 --board-slowdown 4 --links none --kernel-link 10,50 --no-faults
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ LINKS = [(mbit, rtt) for mbit in (1, 10, 100) for rtt in (5, 50, 150)]
 MODES = ("local", "offload", "offload jpeg:90", "split")
 
 
-def frames_of(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def frames_of(n: int, size: tuple[int, int], one_kernel: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Held-out photos blurred by the evaluation forward model (converters.data.blur_photo: a centred
-    Levin kernel in linear light, noise 0.01), full frame, then centre-cropped to ``size``."""
+    Levin kernel in linear light, noise 0.01), full frame, then centre-cropped to ``size``. Each
+    photo gets the next of Levin's 8 kernels, or (``one_kernel``) all of them the first: one
+    camera's shake over consecutive frames, what the kernel mode assumes."""
     w, h = size
     kernels = levin_kernels()
     rng = np.random.default_rng(0)
@@ -64,7 +67,7 @@ def frames_of(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarra
     for i, (_, sharp) in enumerate(heldout_photos()[:n]):
         if sharp.shape[0] < h or sharp.shape[1] < w:
             raise SystemExit(f"--size {w}x{h}: larger than the held-out photos ({sharp.shape[1]}x{sharp.shape[0]})")
-        blurred = blur_photo(sharp, center_kernel(kernels[i % len(kernels)]), 0.01, rng)
+        blurred = blur_photo(sharp, center_kernel(kernels[0 if one_kernel else i % len(kernels)]), 0.01, rng)
         y, x = (sharp.shape[0] - h) // 2, (sharp.shape[1] - w) // 2
         pairs.append((np.ascontiguousarray(blurred[y:y + h, x:x + w]), np.ascontiguousarray(sharp[y:y + h, x:x + w])))
     return pairs
@@ -189,7 +192,11 @@ def main() -> None:
     ap.add_argument("--board-slowdown", type=float, default=1.0)
     ap.add_argument("--board-threads", type=int, default=1)
     ap.add_argument("--server-threads", type=int, default=1)
-    ap.add_argument("--links", nargs="*", help="MBIT,RTT_MS pairs (default: 1/10/100 x 5/50/150)")
+    ap.add_argument("--links", nargs="*", help="MBIT,RTT_MS pairs (default: 1/10/100 x 5/50/150; none: no link table)")
+    ap.add_argument("--no-faults", action="store_true", help="leave out the faults table")
+    ap.add_argument("--kernel-link", metavar="MBIT,RTT_MS",
+                    help="also time the kernel mode (keyframe crop up, kernel down, HQS restoration on the board) "
+                         "on this one link: it restores for seconds a frame, so one link, --frames frames")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the board to CPU 0 and the server to CPU 1")
     args = ap.parse_args()
     if os.environ.get("EDGE_DEBLUR_BENCH_DEBUG"):
@@ -203,7 +210,8 @@ def main() -> None:
         Server.cpu = 1
     w, h = (int(v) for v in args.size.split("x"))
     pairs = frames_of(max(args.frames + 1, 4), (w, h))
-    links = [tuple(float(v) for v in link.split(",")) for link in args.links] if args.links else LINKS
+    links = [] if args.links == ["none"] else [tuple(float(v) for v in link.split(",")) for link in args.links] \
+        if args.links else LINKS
     board = Slower(Deblurrer.load("student-rpi5", threads=args.board_threads), args.board_slowdown)
     from edge_deblur.serve.tokens import add_token
 
@@ -234,9 +242,10 @@ def _run(args, pairs, links, board, veth, server, token, w, h) -> None:
     timed(board, pairs[:1])
     blurred_db = float(np.mean([psnr(b, s) for b, s in pairs]))
     print(f"blurred input {blurred_db:.2f} dB\n")
-    print("| link | " + " | ".join(f"{m} ms (dB)" for m in MODES) + " | planner ms, median (mean) | planner dB | "
+    if links:
+        print("| link | " + " | ".join(f"{m} ms (dB)" for m in MODES) + " | planner ms, median (mean) | planner dB | "
           "planner chose | best mode | planner vs best |")
-    print("| --- " * (len(MODES) + 6) + "|")
+        print("| --- " * (len(MODES) + 6) + "|")
     bytes_rows, verdicts = {}, []
     try:
         for mbit, rtt in links:
@@ -275,14 +284,49 @@ def _run(args, pairs, links, board, veth, server, token, w, h) -> None:
             print(f"| {mbit:g} Mbit/s, {rtt:g} ms | " + " | ".join(cells) + f" | {p_median:.0f} ({p_mean:.0f}) | {p_db:.2f} | "
                   f"{chose} | {best} | {ratio:.2f}x |", flush=True)
             print(f"  planner: {planner.summary}", file=sys.stderr, flush=True)
-        print(f"\nplanner's median within 10% of the best lossless mode's on {sum(verdicts)}/{len(verdicts)} links\n")
-        print("| mode | up kB/frame | down kB/frame |")
-        print("| --- | --- | --- |")
-        for name, (up, down) in bytes_rows.items():
-            print(f"| {name} | {up / 1e3:.1f} | {down / 1e3:.1f} |")
-        server = _faults(args, pairs, board, veth, server, token)
+        if links:
+            print(f"\nplanner's median within 10% of the best lossless mode's on {sum(verdicts)}/{len(verdicts)} links\n")
+            print("| mode | up kB/frame | down kB/frame |")
+            print("| --- | --- | --- |")
+            for name, (up, down) in bytes_rows.items():
+                print(f"| {name} | {up / 1e3:.1f} | {down / 1e3:.1f} |")
+        if args.kernel_link:
+            _kernel(args, pairs, board, veth, server, token)
+        if not args.no_faults:
+            server = _faults(args, pairs, board, veth, server, token)
     finally:
         server.kill()
+
+
+def _kernel(args, pairs, board, veth, server, token) -> None:
+    """The kernel mode on one link: the first frame is the keyframe (its crop's kernel estimated by
+    the server), the others are restored on the board with that kernel."""
+    from edge_deblur.blind import restore
+    from edge_deblur.partition import KernelModeConfig, KernelOffload
+
+    mbit, rtt = (float(v) for v in args.kernel_link.split(","))
+    if veth:
+        veth.shape(mbit)
+    proxy = Proxy((server.host, int(server.port)), one_way_s=rtt / 2000, rate_bytes_s=None if veth else mbit * 1e6 / 8)
+    mode = KernelOffload(KernelModeConfig(OffloadConfig(f"http://127.0.0.1:{proxy.port}", token, model="kernel",
+                                                        deadline_s=120)), local=board,
+                         restore=Slower(restore, args.board_slowdown))
+    w, h = pairs[0][0].shape[1], pairs[0][0].shape[0]
+    pairs = frames_of(args.frames + 1, (w, h), one_kernel=True)  # one camera's shake: what the mode assumes
+    times, scores = [], []
+    for blurred, sharp in pairs[1:args.frames + 1]:
+        start = time.perf_counter()
+        out = mode(blurred)
+        times.append(1000 * (time.perf_counter() - start))
+        scores.append(psnr(out, sharp))
+    mode.close()
+    proxy.close()
+    local_db = float(np.mean([psnr(board(b), s) for b, s in pairs[1:args.frames + 1]]))
+    blurred_db = float(np.mean([psnr(b, s) for b, s in pairs[1:args.frames + 1]]))
+    print(f"\nkernel mode on {mbit:g} Mbit/s, {rtt:g} ms, frames all blurred by Levin's first kernel "
+          f"(blurred {blurred_db:.2f} dB): keyframe {times[0]:.0f} ms, then "
+          f"{statistics.median(times[1:]) if len(times) > 1 else float('nan'):.0f} ms a frame (median), "
+          f"{np.mean(scores):.2f} dB (local {local_db:.2f} dB); {mode.summary}")
 
 
 def _faults(args, pairs, board, veth, server, token) -> Server:
