@@ -37,6 +37,9 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
                    help="partitioned mode: auto (the planner picks per frame from measured times), local, offload "
                         "(frame up, result down), split (the INT8 student's middle stages on the server, its "
                         "features up and down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
+    p.add_argument("--frame-deadline", type=_positive_float, default=None, metavar="MS",
+                   help="partitioned mode, auto: the frame budget in milliseconds; the planner skips modes expected "
+                        "to miss it while one meets it (default: none, just the fastest)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
@@ -54,7 +57,8 @@ def _method(args) -> pipeline.Method:
     from .partition.methods import partitioned_method
 
     try:
-        return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model)
+        return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model,
+                                  frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None)
     except (ValueError, OSError) as e:
         raise EdgeDeblurError(f"--server {args.server}: {e}") from e
 
