@@ -80,6 +80,9 @@ class ConvertConfig:
     calibration: int = 128  # representative crops for INT8 calibration
     eval_photos: int | None = None  # held-out photos to validate on (None: all 24)
     eval_crop: int = 256
+    # Validation by blur class (converters.blur_classes): photos per (class, noise) cell and crop side.
+    class_photos: int = 4
+    class_crop: int = 256
     timing_rounds: int = 15  # interleaved rounds per repeat of the side-by-side timing
     timing_repeats: int = 5  # repeats, each giving its own expected latency: their range is the timing noise
     quick: bool = False
@@ -88,7 +91,7 @@ class ConvertConfig:
     @classmethod
     def quick_config(cls, **overrides) -> ConvertConfig:
         fast = dict(crops=64, crop=64, distill_steps=30, finetune_crops=16, finetune_crop=128, finetune_batch_size=2,
-                    finetune_steps=20, qat_steps=10, batch_size=8, calibration=8, eval_photos=3, eval_crop=128, timing_rounds=3, timing_repeats=3, quick=True)
+                    finetune_steps=20, qat_steps=10, batch_size=8, calibration=8, eval_photos=3, eval_crop=128, class_photos=1, class_crop=128, timing_rounds=3, timing_repeats=3, quick=True)
         return cls(**{**fast, **overrides})
 
     @property
@@ -507,9 +510,28 @@ def eval_dataset_text(pairs: int, kernels: int, crop: int) -> str:
             f"kernel i mod 8), noise 0.01, {crop}px centre crops")
 
 
+def _by_class(conversion: Conversion, models: dict, final_label: str) -> dict:
+    """Quality by blur class (``converters.blur_classes``): the teacher, the float twin and the final
+    student on ``class_photos`` held-out photos per (class, noise) cell, the 90% check per cell."""
+    from converters.blur_classes import by_class_summary, class_cells, score_by_class, with_verdicts
+
+    c, teacher = conversion.config, conversion.teacher
+    _log(f"[validate] by blur class: {c.class_photos} photo(s) per class and noise level, {c.class_crop}px ...")
+    cells = class_cells(c.class_photos, c.class_crop)
+
+    def run_teacher(blurred):
+        y = teacher.predict(blurred[None].astype(np.float32) / 255)[0]
+        return np.rint(np.clip(y, 0, 1) * 255).astype(np.uint8)
+
+    rows = score_by_class(cells, {"teacher": run_teacher, **models})
+    return by_class_summary(with_verdicts(rows, "teacher", final_label), "teacher", final_label,
+                            c.class_photos, c.class_crop)
+
+
 def validate(conversion: Conversion, files: dict[str, Path], widths, prune_record: dict) -> dict:
     """The model card: quality on the held-out Levin set, INT8 against float, MACs, sizes, latency
     here and expected on the target, and the checks against DESIGN.md's numbers."""
+    from converters.blur_classes import by_class_check
     from converters.quantize import tflite_ops
     from converters.reference import expected_ms, host_cpu, mobilenet_v2_tflite, tflite_macs, time_side_by_side
     from edge_deblur import Deblurrer
@@ -527,10 +549,12 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
                "teacher": [np.rint(np.clip(teacher.predict(b[None].astype(np.float32) / 255)[0], 0, 1) * 255).astype(np.uint8)
                            for _, b, _ in pairs]}
     runners = {"student (float)": files["float_tflite"], final_label: files[final_key]}
+    models = {}
     for label, path in runners.items():
-        model = Deblurrer.load(path, threads=threads)
+        model = models[label] = Deblurrer.load(path, threads=threads)
         outputs[label] = [model(b) for _, b, _ in pairs]
     sharp = [s for _, _, s in pairs]
+    by_class = _by_class(conversion, models, final_label)
 
     def score(label):
         return (float(np.mean([psnr(s, o) for s, o in zip(sharp, outputs[label])])),
@@ -608,6 +632,7 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
     checks = [
         {"name": f"keeps >= {GAIN_KEPT:.0%} of the teacher's PSNR gain", "passed": bool(teacher_gain > 0 and student_gain >= GAIN_KEPT * teacher_gain),
          "detail": gain_detail, "kind": "gain"},
+        by_class_check(by_class),
         {"name": f">= {MAC_REDUCTION:.0f}x fewer MACs than the teacher", "passed": bool(mac_reduction and mac_reduction >= MAC_REDUCTION),
          "detail": f"{student_macs / 1e6:.0f}M vs {teacher.macs / 1e6:.0f}M MACs per 640x480 frame" if teacher.macs else "teacher MACs unknown",
          "kind": "macs"},
@@ -664,7 +689,8 @@ def validate(conversion: Conversion, files: dict[str, Path], widths, prune_recor
         "quality": {"dataset": eval_dataset_text(len(pairs), kernel_count, c.eval_crop), "pairs": len(pairs),
                     "kernels": kernel_count, "rows": rows,
                     "teacher_gain_db": round(teacher_gain, 3), "student_gain_db": round(student_gain, 3),
-                    "gain_kept": round(student_gain / teacher_gain, 3) if teacher_gain > 0 else None},
+                    "gain_kept": round(student_gain / teacher_gain, 3) if teacher_gain > 0 else None,
+                    "by_class": by_class},
         "int8_vs_float": int8_vs_float,
         "latency": latency,
         "checks": checks,

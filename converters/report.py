@@ -461,6 +461,10 @@ def _verdict(card: dict) -> str:
                  f"is no teacher's gain for the student to keep; the student's own gain is {_signed_db(student_gain)}, "
                  f"with {macs}.")
     sentences = [first]
+    by_class = quality.get("by_class")
+    if by_class:
+        sentences.append(f"By blur class ({len(by_class['rows'])} class and noise cells): "
+                         f"{by_class_check(by_class)['detail']}.")
     if _finite(expected) and _finite(budget):
         noise = latency.get("verdict") == "within noise"
         verdict = ("within noise of" if noise else "within" if expected <= budget else f"{expected / budget:.1f}x over")
@@ -561,6 +565,19 @@ def _quality(card: dict, svg: str) -> list[_Block]:
         _Table(headers, rows, [False] + [True] * 5),
         _Figure(svg, f"PSNR against expected latency on {name}"),
     ]
+
+
+def _by_class(card: dict) -> list[_Block]:
+    """Quality by blur class (``converters.blur_classes``): one row per (class, noise) cell, each
+    with its own 90% verdict; absent from cards made before issue 14."""
+    summary = card["quality"].get("by_class")
+    if not summary:
+        return [_Para("No validation by blur class in this card (it predates it).")]
+    head, *rows = by_class_table(summary)
+    check = by_class_check(summary)
+    return [_Para(f"{summary['dataset']}. Rule: {summary['rule']}. "
+                  f"{'pass' if check['passed'] else 'FAIL'}: {check['detail']}."),
+            _Table(head, rows, [False, False] + [True] * (len(head) - 3) + [False])]
 
 
 def _model(card: dict) -> list[_Block]:
@@ -670,12 +687,56 @@ def _document(card: dict, svg: str) -> tuple[str, list[_Section]]:
         *([("Warnings", _warnings(card))] if _warnings(card) else []),
         ("Verdict", [_Para(_verdict(card))]),
         ("Quality", _quality(card, svg)),
+        ("Quality by blur class", _by_class(card)),
         ("Model", _model(card)),
         ("Latency", _latency(card)),
         ("Steps", _steps(card)),
         ("Checks", _checks(card)),
         ("Configuration", _config(card)),
     ]
+
+
+# --- quality by blur class (converters.blur_classes) ---------------------------------------------
+
+
+def by_class_check(summary: dict) -> dict:
+    """The card's check: every cell passes."""
+    rows = summary["rows"]
+    kept = [r["gain_kept"] for r in rows if r["gain_kept"] is not None]
+    worst = f"; least kept {min(kept):.0%}" if kept else ""
+    detail = (f"{len(rows) - len(summary['failed'])} of {len(rows)} cells pass{worst}"
+              + (f"; failing: {', '.join(summary['failed'])}" if summary["failed"] else ""))
+    return {"name": f"keeps >= {summary.get('gain_kept_required', 0.9):.0%} of the teacher's PSNR gain on every blur class",
+            "passed": bool(summary["passed"]), "detail": detail, "kind": "gain"}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return _DASH if value is None else format(value, spec)
+
+
+def by_class_table(summary: dict, student_label: str | None = None) -> list[list[str]]:
+    """The per-cell table rows (header first) for Markdown and the report."""
+    student = student_label or summary["student"]
+    teacher = summary["teacher"]
+    table = [["class", "noise", "input PSNR / SSIM", "teacher PSNR / SSIM", f"{student} PSNR / SSIM",
+              "teacher gain (dB)", "student gain (dB)", "gain kept", "verdict"]]
+    for r in summary["rows"]:
+        s = r["scores"]
+        table.append([r["class"], f"{r['noise_sigma']:g}/255",
+                      f"{s['blurred']['psnr']:.2f} / {s['blurred']['ssim']:.3f}",
+                      f"{s[teacher]['psnr']:.2f} / {s[teacher]['ssim']:.3f}",
+                      f"{s[summary['student']]['psnr']:.2f} / {s[summary['student']]['ssim']:.3f}",
+                      f"{r['teacher_gain_db']:+.2f}", f"{r['student_gain_db']:+.2f}", _fmt(r["gain_kept"], ".0%"),
+                      ("pass" if r["passed"] else "FAIL") + ("" if r["gain_kept"] is not None else " (no-harm rule)")])
+    return table
+
+
+def markdown_table(table: list[list[str]]) -> str:
+    """A header-first list of rows as a Markdown table, numbers right-aligned."""
+    head, *body = table
+    align = ["---"] * 2 + ["---:"] * (len(head) - 3) + ["---"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+                     + ["| " + " | ".join(row) + " |" for row in body])
 
 
 # --- Markdown ------------------------------------------------------------------------------------

@@ -353,3 +353,22 @@ def test_ship_bundles_the_deployable_model_sidecar_and_card(quick, tmp_path, pho
     deblur = Deblurrer.load(tmp_path / "student-rpi5.tflite", threads=1)
     assert deblur.info.tile == load_target("rpi5").tile  # the sidecar travelled with it
     assert deblur(photo[:64, :64]).shape == (64, 64, 3)
+
+
+def test_quick_card_validates_by_blur_class(quick):
+    """Issue 14: the card and report score every (blur class, noise) cell on a small seeded subset in
+    --quick, and the 90% check applies per cell (a smoke run's failure of it is expected)."""
+    card = _card(quick)
+    by_class = card["quality"]["by_class"]
+    assert (by_class["photos_per_cell"], by_class["crop"]) == (1, 128)
+    assert len(by_class["rows"]) == 12 and {r["class"] for r in by_class["rows"]} == {
+        "small shake", "medium shake", "large shake", "defocus", "mild gaussian", "noise only"}
+    assert {r["noise_sigma"] for r in by_class["rows"]} == {1.0, 3.0}
+    for row in by_class["rows"]:
+        assert set(row["scores"]) == {"blurred", "teacher", "student (float)", "student (INT8)"}
+        assert isinstance(row["passed"], bool)
+    check = next(c for c in card["checks"] if c["name"].endswith("on every blur class"))
+    assert check["passed"] == by_class["passed"] == all(r["passed"] for r in by_class["rows"])
+    assert check["expected_in_smoke_run"]
+    md = (quick / "report.md").read_text()
+    assert "## Quality by blur class" in md and "| small shake | 1/255 |" in md

@@ -308,3 +308,8 @@ def test_latency_within_noise_is_said_so(card):
     assert "repeated 5 times (15 interleaved rounds each); the expected latency ranged over 57.9-67.1 ms" in md
     assert "| student expected on rpi5, range over repeats | 57.9-67.1 |" in md
     assert "1 of 3 checks FAILED" in md  # the gain check; the noisy one is not counted as failed
+
+
+def test_a_card_without_validation_by_class_says_so(card):
+    """Cards made before issue 14 have no quality.by_class: the report says so instead of failing."""
+    assert "No validation by blur class in this card" in report_markdown(card)
