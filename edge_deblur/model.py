@@ -148,12 +148,16 @@ class _LiteRT:
         sig = lambda d: [int(v) for v in d.get("shape_signature", d["shape"])]
         return sig(self.input), sig(self.output), np.dtype(self.input["dtype"]), quant(self.input), quant(self.output)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self.shape:
-            self.interp.resize_tensor_input(self.input["index"], list(x.shape), strict=False)
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Resize the input to ``shape`` and allocate, only when it changes."""
+        if shape != self.shape:
+            self.interp.resize_tensor_input(self.input["index"], list(shape), strict=False)
             with native_logs_silenced():  # LiteRT's XNNPACK line, on the first allocation
                 self.interp.allocate_tensors()
-            self.shape = x.shape
+            self.shape = shape
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.prepare(x.shape)
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()
         return self.interp.get_tensor(self.output["index"])
@@ -270,6 +274,10 @@ class Deblurrer:
     tile is cut into overlapping windows blended without seams (see ``edge_deblur.tiling``).
     The model predicts from what it can see (an INT8 model sees 8-bit pixels); its correction,
     ``model(x) - x``, is added to the frame at full precision, so 16-bit frames keep their depth.
+
+    8-bit frames through an NHWC INT8 LiteRT model take the fused path (``edge_deblur.framepath``):
+    the same result, bit for bit, in one pass in and one pass out. ``fused = False`` switches it
+    off (the plain path, kept for comparison: ``benchmarks/runtime_overhead.py --paths``).
     """
 
     def __init__(self, runner, info: ModelInfo, tiles: TileConfig = TileConfig()):
@@ -278,6 +286,13 @@ class Deblurrer:
         self.tiles = tiles
         self._plans: dict[tuple[int, int], TilePlan] = {}
         self._tables = self._lookup_tables() if info.input_quant and info.output_quant else None
+        self._fused = None
+        if (self._tables is not None and self._tables[1] is not None and info.backend == "litert"
+                and info.layout == "NHWC" and info.input_dtype.itemsize == 1):
+            from .framepath import FusedU8
+
+            self._fused = FusedU8(runner, *self._tables)
+        self.fused = self._fused is not None
 
     def _lookup_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For 8-bit frames through an INT8 model, what ``infer`` and ``seen`` compute per pixel value,
@@ -370,13 +385,18 @@ class Deblurrer:
             raise ValueError(f"unsupported image dtype {image.dtype} (expected uint8, uint16 or float in [0, 1])")
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype, 1.0)
         colour = image[..., None] if image.ndim == 2 else image[..., :3] if image.shape[2] == 4 else image
-        if image.dtype == np.uint8 and self._tables is not None and colour.shape[2] == self.info.channels:
+        if (image.dtype == np.uint8 and self.fused and self._fused is not None and self._tables is not None
+                and colour.shape[2] == self.info.channels):
+            y = self._fused(colour, self.plan(*colour.shape[:2]))  # the final uint8 values already
+        elif image.dtype == np.uint8 and self._tables is not None and colour.shape[2] == self.info.channels:
             y = self._deblur_u8(colour)  # a fresh array: clipped and scaled in place, no copies
             np.clip(y, 0.0, 1.0, out=y)
         else:
             x = colour.astype(np.float32) * np.float32(1.0 / peak) if peak != 1.0 else colour.astype(np.float32)
             y = np.clip(self.deblur_float(x), 0.0, 1.0)
-        if image.dtype.kind == "u":
+        if y.dtype == image.dtype:  # the fused path's uint8, or a float32 frame's result: final already
+            pass
+        elif image.dtype.kind == "u":
             y *= np.float32(peak)
             y = np.rint(y, out=y).astype(image.dtype)
         else:

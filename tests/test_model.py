@@ -244,3 +244,69 @@ def test_runtime_never_imports_tensorflow(models, photo_paths):
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _real_frames(photo):
+    """The example images (a real motion-blurred photo and two blurred Kodak ones), a 640x480 frame,
+    an odd-sized crop (padded to the stride) and an RGBA frame."""
+    import cv2
+
+    from edge_deblur import read_image
+    from pathlib import Path
+
+    examples = [read_image(p) for p in sorted((Path(__file__).parents[1] / "examples" / "images").glob("*.png"))]
+    frames = [f for f in examples if f.ndim == 3] + [cv2.resize(photo, (640, 480), interpolation=cv2.INTER_CUBIC),
+                                                     photo[:237, :301]]
+    return frames + [np.dstack([photo, np.full(photo.shape[:2], 200, np.uint8)])]
+
+
+@pytest.mark.parametrize("model", ["unsharp_int8", "student-rpi5", "student-rpi4"])
+def test_fused_frame_path_is_bit_identical_to_the_plain_path(models, photo, model):
+    """Issue 14: 8-bit frames through an INT8 LiteRT model take ``edge_deblur.framepath`` (one pass in,
+    one out, the blend only on the overlaps' ramps). On real images, in one window and in many
+    (tiles of 512, 256 and 128 pixels, padded and not), it must give exactly the plain path's bytes,
+    call after call (its buffers are reused) and frame size after frame size."""
+    path = models.get(model, model)
+    frames = _real_frames(photo)
+    for tile in (None, 512, 256, 128):
+        fused = Deblurrer.load(path, threads=2, tile=tile)
+        plain = Deblurrer.load(path, threads=2, tile=tile)
+        plain.fused = False
+        assert fused._fused is not None and fused.fused
+        windows = set()
+        for frame in frames + frames[:2]:  # sizes alternate: plans and buffers per size are reused
+            got = fused(frame)
+            np.testing.assert_array_equal(got, plain(frame))
+            assert got.shape == frame.shape and got.dtype == np.uint8
+            windows.add(fused.plan(*frame.shape[:2]).count)
+        assert tile != 128 or max(windows) > 10  # really tiled
+    assert np.unique(fused(photo)).size > 100
+
+
+def test_fused_path_returns_a_fresh_array_each_call(photo):
+    """The result is the caller's: a later call must not overwrite it (the interpreter's buffers are
+    reused, the result never is)."""
+    d = Deblurrer.load("student-rpi5", threads=1)
+    first = d(photo)
+    kept = first.copy()
+    second = d(photo[::-1].copy())
+    np.testing.assert_array_equal(first, kept)
+    assert not np.shares_memory(first, second)
+
+
+def test_fused_tables_cover_both_output_forms(models):
+    """The bundled students see every 8-bit value exactly (input scale 1/255, zero point -128): their
+    input is one XOR and their output one 256-entry lookup. A model whose input scale is not 1/255
+    (the tiny INT8 unsharp mask) needs the 256 x 256 table of output code and input value; both
+    are the plain arithmetic, checked on all 65,536 pairs here."""
+    from edge_deblur.framepath import final_table
+
+    student = Deblurrer.load("student-rpi5", threads=1)._fused
+    assert student.xor and student.final1d is not None
+    tiny = Deblurrer.load(models["unsharp_int8"], threads=1)
+    codes, real, residual = tiny._tables
+    table = final_table(real, residual)
+    y = real[:, None] + residual[None, :]
+    expected = np.rint(np.clip(y, 0.0, 1.0) * np.float32(255)).astype(np.uint8)
+    np.testing.assert_array_equal(table, expected)
+    print("unsharp_int8: xor", tiny._fused.xor, "1-d output table", tiny._fused.final1d is not None)
