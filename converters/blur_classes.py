@@ -187,7 +187,7 @@ def by_class_summary(rows: Sequence[dict], teacher: str, student: str, photos_pe
     """The card's ``quality.by_class``: the set in words, the rule, the rows and the check."""
     failed = [f"{r['class']} at {r['noise_sigma']:g}/255" for r in rows if not r["passed"]]
     noises = ", ".join(f"{n:g}/255" for n in sorted({r["noise_sigma"] for r in rows}))
-    return {
+    summary = {
         "dataset": (f"held-out Kodak24 photos x held-out kernels (seed {seed}): {len({r['class'] for r in rows})} blur "
                     f"classes x noise {noises}, "
                     f"{photos_per_cell} photo(s) per cell, {crop}px centre crops"),
@@ -199,3 +199,16 @@ def by_class_summary(rows: Sequence[dict], teacher: str, student: str, photos_pe
                  f"at most {SMALL_GAIN_LOSS_DB} dB below max(teacher, input)"),
         "gain_kept_required": GAIN_KEPT, "rows": list(rows), "passed": not failed, "failed": failed,
     }
+    summary["teacher_harms"] = teacher_harms(summary)
+    return summary
+
+
+def teacher_harms(summary: dict) -> list[str]:
+    """Warnings for the cells where the teacher itself makes the frame worse by more than
+    ``SMALL_GAIN_LOSS_DB``: there the no-harm rule asks the student to beat its teacher, which
+    distillation from that teacher alone cannot do."""
+    teacher = summary["teacher"]
+    return [f"the teacher makes {r['class']} frames at noise {r['noise_sigma']:g}/255 worse "
+            f"({r['scores']['blurred']['psnr']:.2f} -> {r['scores'][teacher]['psnr']:.2f} dB): a student distilled "
+            "from it cannot pass that class's no-harm rule"
+            for r in summary["rows"] if r["teacher_gain_db"] < -SMALL_GAIN_LOSS_DB]

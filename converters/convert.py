@@ -524,8 +524,11 @@ def _by_class(conversion: Conversion, models: dict, final_label: str) -> dict:
         return np.rint(np.clip(y, 0, 1) * 255).astype(np.uint8)
 
     rows = score_by_class(cells, {"teacher": run_teacher, **models})
-    return by_class_summary(with_verdicts(rows, "teacher", final_label), "teacher", final_label,
-                            c.class_photos, c.class_crop)
+    summary = by_class_summary(with_verdicts(rows, "teacher", final_label), "teacher", final_label,
+                               c.class_photos, c.class_crop)
+    for note in summary["teacher_harms"]:
+        _log(f"note: {note}")
+    return summary
 
 
 def validate(conversion: Conversion, files: dict[str, Path], widths, prune_record: dict) -> dict:

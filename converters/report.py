@@ -577,7 +577,8 @@ def _by_class(card: dict) -> list[_Block]:
     check = by_class_check(summary)
     return [_Para(f"{summary['dataset']}. Rule: {summary['rule']}. "
                   f"{'pass' if check['passed'] else 'FAIL'}: {check['detail']}."),
-            _Table(head, rows, [False, False] + [True] * (len(head) - 3) + [False])]
+            _Table(head, rows, [False, False] + [True] * (len(head) - 3) + [False]),
+            *([_Items([("note", n) for n in summary["teacher_harms"]])] if summary.get("teacher_harms") else [])]
 
 
 def _model(card: dict) -> list[_Block]:

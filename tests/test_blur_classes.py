@@ -110,3 +110,37 @@ def test_summary_check_and_table(data_dir):
     passing["rows"] = passing["rows"][1:]
     passing["failed"], passing["passed"] = [], True
     assert by_class_check(passing)["passed"]
+    # The teacher itself loses 0.2 dB nowhere here; a teacher that harms a cell is named.
+    assert summary["teacher_harms"] == []
+    harmful = copy.deepcopy(rows)
+    harmful[1]["scores"]["teacher"]["psnr"] = 31.0
+    harmful[1].update(verdict(38.6, 31.0, 38.6))
+    notes = by_class_summary(harmful, "teacher", "s", 4, 256)["teacher_harms"]
+    assert notes == ["the teacher makes noise only frames at noise 3/255 worse (38.60 -> 31.00 dB): a student "
+                     "distilled from it cannot pass that class's no-harm rule"]
+
+
+def test_the_benchmark_prints_one_table_per_student(data_dir, capsys, tmp_path):
+    """``benchmarks/students_by_class.py`` on a small subset: a verdict and a 12-row table per
+    student, the rows written as JSON, and ``--cards`` prints what a card holds."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import students_by_class
+
+    out = tmp_path / "rows.json"
+    assert students_by_class.main(["--photos", "1", "--crop", "128", "--models", "student-rpi5", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("| small shake |") == 2 and "student-rpi5 PSNR / SSIM" in text
+    summary = json.loads(out.read_text())["student-rpi5"]
+    assert len(summary["rows"]) == 12 and summary["photos_per_cell"] == 1
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"name": "student-x", "quality": {"by_class": summary}}))
+    assert students_by_class.main(["--cards", str(card)]) == 0
+    assert "student-x (" in capsys.readouterr().out
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"name": "student-y", "quality": {}}))
+    assert students_by_class.main(["--cards", str(bare)]) == 1  # a named card without the section
+
