@@ -13,6 +13,8 @@ Here the same numbers come from:
   ``c`` and input value ``x``. When it does not depend on ``x`` (an input scale of 1/255 sees every
   8-bit value exactly, so the residual is 0: the bundled students) the output is one 256-entry
   lookup of the output codes, ``final1d[c]``;
+* for a model whose output is on its input's grid (``converters.output_grid``), ``final1d`` is
+  that XOR again, and the output side is one XOR too;
 * the input codes written straight into the interpreter's own input buffer (its ``tensor()`` view):
   for ``zero_point = -128`` and scale 1/255 they are the 8-bit value with its top bit flipped, one
   XOR, otherwise one lookup; buffers are allocated once per frame size;
@@ -159,7 +161,10 @@ class FusedU8:
         # Independent of the input value (a residual of 0, or too small to move a rounding):
         self.final1d = self.final[:, 0].copy() if (self.final == self.final[:, :1]).all() else None
         self.residual_zero = not self.residual.any()
-        self.xor = bool(np.array_equal(codes.view(np.uint8), np.arange(256, dtype=np.uint8) ^ 0x80))
+        flip = np.arange(256, dtype=np.uint8) ^ 0x80  # int8 code -> 8-bit value for scale 1/255, zero point -128
+        self.xor = bool(np.array_equal(codes.view(np.uint8), flip))
+        # An output on the frame's own grid (converters.output_grid): the output side is the same XOR.
+        self.out_xor = self.final1d is not None and bool(np.array_equal(self.final1d, flip))
         self._plans: dict[tuple[int, int], FusedPlan] = {}
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -191,7 +196,9 @@ class FusedU8:
     def _decode(self, codes: np.ndarray, rgb: np.ndarray, dst: np.ndarray) -> None:
         """The final 8-bit values of a block: output ``codes`` (int8) for input values ``rgb``."""
         c = codes.view(np.uint8)
-        if self.final1d is not None:
+        if self.out_xor:
+            np.bitwise_xor(c, np.uint8(0x80), out=dst)
+        elif self.final1d is not None:
             if c.shape[-1] in (3, 4):
                 cv2.LUT(c, self.final1d, dst=dst)
             else:
