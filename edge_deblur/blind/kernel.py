@@ -47,7 +47,15 @@ class KernelConfig:
     component_mass: float = 0.1  # connected kernel components holding less of its mass are removed
     relative_mass: float = 0.5  # ... and those lighter than this fraction of the heaviest one (validation: 0.842 kernel similarity against 0.825 without)
     edge_decay: float = 1.1  # the edge-selection threshold falls by this each alternation
-    cg_iterations: int = 25  # conjugate-gradient iterations of the kernel step
+    edge_r: float = 2.0  # Cho & Lee's r: at least r x size pixels per direction bin kept; 0: no selection
+    # The finest scale: every latent gradient (edge selection, which steers the coarse scales away
+    # from the no-blur solution, biases the kernel once it is close: started from the true kernel,
+    # 5 alternations kept a similarity of 0.976 without it, 0.952 with it), and more alternations,
+    # since that is where the kernel converges (validation set, noise 0.01: 20 alternations with every
+    # gradient +3.0 dB over the blurred input, against +0.6 for 5 with edge selection; 30: +2.95).
+    finest_edge_r: float | None = 0.0  # r at the finest scale (None: edge_r)
+    finest_iterations: int | None = 20  # alternations at the finest scale (None: iterations)
+    cg_iterations: int = 12  # conjugate-gradient iterations of the kernel step, warm-started (12: +3.14 dB, 25: +3.03)
     linear_light: bool = True  # undo the sRGB transfer before estimating (blur happens in linear light)
     max_side: int = 400  # estimate on the most textured window of at most this side
     saturation: float = 0.98  # pixels at or above this (in [0, 1]) are treated as clipped highlights
@@ -169,16 +177,20 @@ def estimate_psf_masked(latent_grads: tuple[np.ndarray, np.ndarray], blurred_gra
     from the masked Gram matrix."""
     shape = latent_grads[0].shape
     r = size // 2
-    spectra = [np.fft.rfft2(g) for g in latent_grads]
+    # float32 transforms: the operator runs at every CG step on the whole frame (half the time of
+    # float64; the kernel's own arithmetic stays float64).
+    m = np.asarray(mask, np.float32)
+    spectra = [np.fft.rfft2(np.asarray(g, np.float32)) for g in latent_grads]
 
     def lags(spectrum: np.ndarray) -> np.ndarray:
-        return np.roll(np.fft.irfft2(spectrum, s=shape), (r, r), axis=(0, 1))[: 2 * r + 1, : 2 * r + 1]
+        full = np.fft.irfft2(spectrum, s=shape)
+        return np.roll(full, (r, r), axis=(0, 1))[: 2 * r + 1, : 2 * r + 1].astype(np.float64)
 
-    b = lags(sum(np.conj(f) * np.fft.rfft2(mask * g) for f, g in zip(spectra, blurred_grads)))
+    b = lags(sum(np.conj(f) * np.fft.rfft2(m * np.asarray(g, np.float32)) for f, g in zip(spectra, blurred_grads)))
 
     def apply(k: np.ndarray) -> np.ndarray:
-        fk = psf2otf(k, shape)
-        return lags(sum(np.conj(f) * np.fft.rfft2(mask * np.fft.irfft2(f * fk, s=shape)) for f in spectra)) + gamma * k
+        fk = psf2otf(k.astype(np.float32), shape)
+        return lags(sum(np.conj(f) * np.fft.rfft2(m * np.fft.irfft2(f * fk, s=shape)) for f in spectra)) + gamma * k
 
     return _conjugate_gradients(apply, b, np.full((size, size), 1.0 / size**2) if initial is None else initial, iterations)
 
@@ -309,8 +321,9 @@ def estimate_at_scale(y: np.ndarray, kernel: np.ndarray, lam: float, config: Ker
     for _ in range(config.iterations):
         latent = l0_latent(ext, kernel, lam, sigma=config.sigma_intensity, kappa=config.kappa, beta_max=config.beta_max)
         lx, ly = gradients(latent)
-        threshold = edge_threshold(lx[inner], ly[inner], size) if threshold is None else threshold / config.edge_decay
-        lx, ly = select_edges(lx, ly, threshold)
+        if config.edge_r > 0:
+            threshold = edge_threshold(lx[inner], ly[inner], size, r=config.edge_r) if threshold is None else threshold / config.edge_decay
+            lx, ly = select_edges(lx, ly, threshold)
         solve = estimate_psf_masked if clipped.any() else estimate_psf
         raw = solve((lx, ly), by, size, mask=frame, gamma=gamma, iterations=config.cg_iterations, initial=kernel)
         kernel = clean_kernel(raw, threshold=config.threshold, component_mass=config.component_mass,
@@ -410,7 +423,11 @@ def _estimate(gray: np.ndarray, clipped: np.ndarray, size: int, config: KernelCo
         else:
             y, mask = gray, clipped
         kernel = resize_kernel(kernel, s) if kernel.shape[0] != s else kernel
-        kernel, lam = estimate_at_scale(y, kernel, lam, config, mask, gray.size)
+        level = config
+        if s == size:
+            level = replace(config, edge_r=config.edge_r if config.finest_edge_r is None else config.finest_edge_r,
+                            iterations=config.iterations if config.finest_iterations is None else config.finest_iterations)
+        kernel, lam = estimate_at_scale(y, kernel, lam, level, mask, gray.size)
         if progress is not None:
             progress(done, len(sizes))
     return kernel

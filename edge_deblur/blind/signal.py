@@ -42,7 +42,7 @@ def psf2otf(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     kernel zero-padded and rolled so that its centre pixel is at the origin, so that multiplying by
     the OTF is the circular convolution y = k * x without a shift."""
     kh, kw = kernel.shape
-    padded = np.zeros(shape, np.float64)
+    padded = np.zeros(shape, np.float32 if kernel.dtype == np.float32 else np.float64)  # float32 in, float32 maths
     padded[:kh, :kw] = kernel
     return np.fft.rfft2(np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
 
