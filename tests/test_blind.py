@@ -139,7 +139,7 @@ def test_estimate_kernel_finds_real_camera_shake(blurred, shake, denoiser):
     assert kernel_similarity(k, shake) > SIMILARITY_FLOOR
 
 
-SIMILARITY_FLOOR = 0.6  # measured on this pair; see test notes in docs/BENCHMARKS.md
+SIMILARITY_FLOOR = 0.8  # measured 0.89 on this pair (0.6-0.7 before the finest scale used every gradient)
 
 
 def test_estimate_kernel_refuses_what_it_cannot_do(photo):
@@ -251,7 +251,7 @@ def test_blind_method_gains_on_real_shake(blurred, denoiser):
     assert psnr_upto_shift(s, out) > psnr_upto_shift(s, b) + BLIND_GAIN_FLOOR
 
 
-BLIND_GAIN_FLOOR = 0.0  # a hard pair (Levin's 2nd kernel on a busy photo): measured +0.41 dB up to shift
+BLIND_GAIN_FLOOR = 3.0  # Levin's 2nd kernel on a busy photo: measured +4.95 dB up to shift (+0.41 before the finest-scale change)
 
 
 def test_auto_falls_back_when_the_blur_is_not_one_kernel(denoiser):
