@@ -139,7 +139,7 @@ def test_estimate_kernel_finds_real_camera_shake(blurred, shake, denoiser):
     assert kernel_similarity(k, shake) > SIMILARITY_FLOOR
 
 
-SIMILARITY_FLOOR = 0.8  # measured 0.89 on this pair (0.6-0.7 before the finest scale used every gradient)
+SIMILARITY_FLOOR = 0.7  # measured 0.82 on this pair (0.96 with the previous finest-scale setting: on one pair it can go either way; the tuning set's mean rose, see docs/BENCHMARKS.md)
 
 
 def test_estimate_kernel_refuses_what_it_cannot_do(photo):
