@@ -51,8 +51,9 @@ class KernelConfig:
     # The finest scale: every latent gradient (edge selection, which steers the coarse scales away
     # from the no-blur solution, biases the kernel once it is close: started from the true kernel,
     # 5 alternations kept a similarity of 0.976 without it, 0.952 with it), and more alternations,
-    # since that is where the kernel converges (validation set, noise 0.01: 20 alternations with every
-    # gradient +3.0 dB over the blurred input, against +0.6 for 5 with edge selection; 30: +2.95).
+    # since that is where the kernel converges (the tuning set of benchmarks/blind_tune.py, noise 0.01:
+    # 20 alternations with every gradient +3.0 dB over the blurred input, against +0.6 for 5 with edge
+    # selection; 30: +2.95).
     finest_edge_r: float | None = 0.0  # r at the finest scale (None: edge_r)
     finest_iterations: int | None = 20  # alternations at the finest scale (None: iterations)
     cg_iterations: int = 12  # conjugate-gradient iterations of the kernel step, warm-started (12: +3.14 dB, 25: +3.03)
@@ -177,8 +178,8 @@ def estimate_psf_masked(latent_grads: tuple[np.ndarray, np.ndarray], blurred_gra
     from the masked Gram matrix."""
     shape = latent_grads[0].shape
     r = size // 2
-    # float32 transforms: the operator runs at every CG step on the whole frame (half the time of
-    # float64; the kernel's own arithmetic stays float64).
+    # float32 transforms: the operator runs at every CG step on the whole frame, where float64's
+    # precision buys nothing; the kernel's own arithmetic (CG on the small grid) stays float64.
     m = np.asarray(mask, np.float32)
     spectra = [np.fft.rfft2(np.asarray(g, np.float32)) for g in latent_grads]
 
