@@ -37,6 +37,9 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
                    help="partitioned mode: auto (the planner picks per frame from measured times), local, offload "
                         "(frame up, result down), split (the INT8 student's middle stages on the server, its "
                         "features up and down), kernel (keyframe crop up, kernel down, restored here) (default: auto)")
+    p.add_argument("--encoding", type=_offload_encoding, default="raw", metavar="raw|png|jpeg:Q|webp:Q",
+                   help="partitioned mode, offload and auto: how frames and results travel (jpeg:90 sends about 7%% "
+                        "of raw's bytes and measured 0.06 dB below lossless offload, docs/BENCHMARKS.md) (default: raw)")
     p.add_argument("--frame-deadline", type=_positive_float, default=None, metavar="MS",
                    help="partitioned mode, auto: the frame budget in milliseconds; the planner skips modes expected "
                         "to miss it while one meets it (default: none, just the fastest)")
@@ -58,7 +61,8 @@ def _method(args) -> pipeline.Method:
 
     try:
         return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model,
-                                  frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None)
+                                  frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None,
+                                  encoding=args.encoding)
     except (ValueError, OSError) as e:
         raise EdgeDeblurError(f"--server {args.server}: {e}") from e
 
@@ -229,6 +233,17 @@ def _float_above(least: float, inclusive: bool, what: str):
 
 _positive_float = _float_above(0.0, False, "a positive number")
 _non_negative_float = _float_above(0.0, True, "0 or more")
+
+
+def _offload_encoding(text: str) -> str:
+    """--encoding: raw, png, jpeg:Q or webp:Q (Q 1..100), checked by the offload's own parser."""
+    from .partition.encoding import parse_encoding
+
+    try:
+        parse_encoding(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _frame_size(text: str) -> tuple[int, int]:

@@ -225,6 +225,11 @@ def test_deblur_with_a_dead_server_finishes_every_image_here(photo_dir, tmp_path
     written = sorted(p.name for p in out.iterdir() if p.is_file())
     assert written and "offload:" in printed and "local" in printed
     assert code in (0, 1)  # photo_dir holds a bad file on purpose; the good ones are all written
+    again = tmp_path / "again"
+    main(["deblur", str(photo_dir), "-o", str(again), "--method", "network", "--model", str(unsharp_model),
+          "--server", f"http://127.0.0.1:{port}", "--mode", "offload", "--encoding", "jpeg:90"])
+    assert "offloaded (jpeg:90)" in capsys.readouterr().out  # the stated encoding reached the offload
+    assert sorted(p.name for p in again.iterdir() if p.is_file()) == written
 
 
 # --- issue 15: every argument checked before any work -------------------------------------------
@@ -241,6 +246,7 @@ BAD_VALUES = {
     cli_module._image_suffix: [".gif", "txt"],
     cli_module._positive_float: ["0", "-0.5", "nan", "inf", "much"],
     cli_module._non_negative_float: ["-1", "nan", "x"],
+    cli_module._offload_encoding: ["gif", "jpeg:0", "jpeg:101", "png:5", "webp:x"],
 }
 
 
@@ -274,7 +280,7 @@ def test_the_generated_cases_cover_the_options_the_issue_names():
                    ("deblur", "--tile"), ("deblur", "--overlap"), ("deblur", "--threads"), ("deblur", "--max-pixels"),
                    ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads"),
                    ("deblur", "--balance"), ("deblur", "--gate"), ("run", "--fps"), ("convert", "--distill-steps"),
-                   ("convert", "--crops"), ("convert", "--learning-rate")]:
+                   ("convert", "--crops"), ("convert", "--learning-rate"), ("deblur", "--encoding"), ("run", "--encoding")]:
         assert needed in covered, needed
 
 

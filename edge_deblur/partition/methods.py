@@ -45,7 +45,7 @@ class PartitionedMethod:
 
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
                        deadline_s: float = 1.0, frame_deadline_s: float | None = None,
-                       student: str | Path = "default", split_level: int = 2) -> PartitionedMethod:
+                       student: str | Path = "default", split_level: int = 2, encoding: str = "raw") -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
     fallback (``offload``), the INT8 ``student`` cut at ``split_level`` with its middle on the
     server's ``split`` model (``split``: the student's result, its middle run here when the server
@@ -54,7 +54,7 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     choice per frame between local, offload and (when the server serves ``split``) split
     (``auto``: remote modes measured in the background on frame copies, the link's round trip
     pinged; ``planner``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
-    frame budget."""
+    frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
@@ -70,7 +70,7 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     if mode == "split":
         split = SplitOffload(split_config, student, split_level, local=local)
         return PartitionedMethod(split, None, None, split)
-    offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s), local=local)
+    offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s, encoding=encoding), local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
     modes = {"local": local}
