@@ -33,7 +33,9 @@ PROBE = textwrap.dedent("""
     import json, platform, sys
     import numpy as np
     from numpy._core._multiarray_umath import __cpu_features__
+    from edge_deblur import logs
     from edge_deblur.model import Deblurrer
+    logs.set_verbosity(logs.VERBOSE)  # LiteRT's own delegate line is kept only in verbose mode
     deblur = Deblurrer.load(sys.argv[1], threads=1)
     deblur.infer(np.full((64, 64, 3), 0.5, np.float32))
     print(json.dumps({
