@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import ModelError
 from .logs import native_logs_silenced
-from .model import Quantization, read_sidecar, resolve_model
+from .model import Quantization, open_interpreter, read_sidecar, resolve_model
 from .tiling import TilePlan, plan_tiles, run_tiled
 
 DEFAULT_DENOISER = "denoiser"
@@ -38,12 +38,7 @@ class _LiteRT4:
     backend = "litert"
 
     def __init__(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{path}: not a valid TFLite model: {e}") from e
+        self.interp = open_interpreter(path, threads)
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         shape = lambda d: [int(v) for v in d.get("shape_signature", d["shape"])]
         if len(ins) != 1 or len(outs) != 1 or shape(ins[0])[-1] != 4 or shape(outs[0])[-1] != 3:

@@ -120,18 +120,24 @@ def _image_layout(path: Path, shape: list[int], what: str) -> tuple[str, int]:
     raise ModelError(f"{path}: {what} has shape {list(shape)}; found no axis of 1 or 3 colour channels")
 
 
+def open_interpreter(path: Path, threads: int):
+    """A LiteRT interpreter for ``path`` on ``threads`` threads; a file LiteRT cannot read is a
+    ModelError naming it (the deblurring and the denoising runners both open models this way)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        return Interpreter(model_path=str(path), num_threads=threads)
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a valid TFLite model: {e}") from e
+
+
 class _LiteRT:
     """A LiteRT interpreter whose input is resized only when the window shape changes."""
 
     backend = "litert"
 
     def __init__(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{path}: not a valid TFLite model: {e}") from e
+        self.interp = open_interpreter(path, threads)
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"{path}: model has {len(ins)} inputs and {len(outs)} outputs; expected one image in and one image out")
