@@ -40,6 +40,10 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--encoding", type=_offload_encoding, default="raw", metavar="raw|png|jpeg:Q|webp:Q",
                    help="partitioned mode, offload and auto: how frames and results travel (jpeg:90 sends about 7%% "
                         "of raw's bytes and measured 0.06 dB below lossless offload, docs/BENCHMARKS.md) (default: raw)")
+    p.add_argument("--max-quality-loss", type=_non_negative_float, default=0.0, metavar="DB",
+                   help="partitioned mode, auto: the planner may also offload in a lossy encoding (jpeg/webp) whose "
+                        "measured quality loss against lossless offload is at most DB dB, when that is faster "
+                        "(jpeg:90 0.06 dB, jpeg:50 0.20, docs/BENCHMARKS.md) (default: 0, lossless only)")
     p.add_argument("--frame-deadline", type=_positive_float, default=None, metavar="MS",
                    help="partitioned mode, auto: the frame budget in milliseconds; the planner skips modes expected "
                         "to miss it while one meets it (default: none, just the fastest)")
@@ -62,7 +66,7 @@ def _method(args) -> pipeline.Method:
     try:
         return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model,
                                   frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None,
-                                  encoding=args.encoding)
+                                  encoding=args.encoding, max_quality_loss_db=args.max_quality_loss)
     except (ValueError, OSError) as e:
         raise EdgeDeblurError(f"--server {args.server}: {e}") from e
 

@@ -280,7 +280,8 @@ def test_the_generated_cases_cover_the_options_the_issue_names():
                    ("deblur", "--tile"), ("deblur", "--overlap"), ("deblur", "--threads"), ("deblur", "--max-pixels"),
                    ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads"),
                    ("deblur", "--balance"), ("deblur", "--gate"), ("run", "--fps"), ("convert", "--distill-steps"),
-                   ("convert", "--crops"), ("convert", "--learning-rate"), ("deblur", "--encoding"), ("run", "--encoding")]:
+                   ("convert", "--crops"), ("convert", "--learning-rate"), ("deblur", "--encoding"), ("run", "--encoding"),
+                   ("run", "--max-quality-loss"), ("deblur", "--max-quality-loss")]:
         assert needed in covered, needed
 
 

@@ -267,10 +267,12 @@ def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
     with RunningServer(ServeConfig(port=0, grpc_port=None, tokens=tokens, threads=1)) as s:
         for mode in ("offload", "split", "auto"):
             method = partitioned_method(teacher, f"http://{s.http_url}", token_file, mode=mode, deadline_s=20)
-            outs = [method(f) for f in frames]
+            # auto: its probes wait for the link monitor's first round trip and throughput (a few requests)
+            stream = frames * (4 if mode == "auto" else 1)
+            outs = [method(f) for f in stream]
             method.close()
             # offload: the server's teacher; split: the student (its middle on the server); auto: either, per frame
-            assert all(_close(o, teacher(f)) or np.array_equal(o, student(f)) for o, f in zip(outs, frames))
+            assert all(_close(o, teacher(f)) or np.array_equal(o, student(f)) for o, f in zip(outs, stream))
             assert ("offload:" in method.summary()) == (mode != "split") and ("planner:" in method.summary()) == (mode == "auto")
             if mode == "offload":
                 assert method.offload.summary.offloaded == len(frames)
@@ -279,11 +281,18 @@ def test_partitioned_method_from_cli_options(frames, teacher, tmp_path):
                 assert method.split.summary.split == len(frames) and "split: 6 window(s)" in method.summary()
                 assert all(np.array_equal(o, student(f)) for o, f in zip(outs, frames))
     summary = method.planner.summary  # auto: local measured on frames, the remote modes in the background
-    assert summary.reasons[("local", "first measurement")] == 2 and sum(summary.frames.values()) == len(frames)
-    # split first (its features are the smaller), a cold run and a kept one; offload's turn comes after
-    assert summary.probes[("split", "measured")] == 2, str(summary)
-    assert list(method.planner.modes) == ["local", "split", "offload"]  # the server serves split: auto offers it
-    assert "background probes: split measured: 2" in method.summary() and "link round trip" in method.summary()
+    assert summary.reasons[("local", "first measurement")] == 2 and sum(summary.frames.values()) == len(stream)
+    # split first (its lower bound is the lowest: the fewest bytes), a cold run and a kept one
+    assert summary.probes[("split", "measured")] >= 2, str(summary)
+    # the server serves split: auto offers it; PNG is lossless, so it is offered too; no lossy encoding
+    assert list(method.planner.modes) == ["local", "split", "offload", "offload png"]
+    assert "background probes: " in method.summary() and "link round trip" in method.summary()
+    assert "throughput" in summary.link and method.planner.link.sized >= 1, summary.link  # the sized pings answered
+    with pytest.raises(ValueError, match="0.06 dB"):  # a lossy encoding for auto is the user's explicit allowance
+        partitioned_method(teacher, f"http://127.0.0.1:{_free_port()}", mode="auto", encoding="jpeg:90")
+    lossy = partitioned_method(teacher, f"http://127.0.0.1:{_free_port()}", mode="auto", max_quality_loss_db=0.1)
+    assert list(lossy.planner.modes) == ["local", "offload", "offload png", "offload jpeg:90", "offload webp:90"]
+    lossy.close()
 
 
 def test_connection_reset_mid_answer_falls_back(frames, teacher):
@@ -394,9 +403,10 @@ def test_kernel_mode_crop_up_kernel_down_restore_on_the_board(photo, levin_kerne
 
 
 def test_background_planner_never_makes_a_frame_wait_for_a_slow_link(frames, teacher):
-    """Offload through a 0.5 s round trip, the board fast: remote modes are measured on frame copies
-    off the frame path, so no frame waits for the link; on a fast link to a faster server the
-    measured offload takes the frames once measured."""
+    """Offload through a 0.5 s round trip, the board fast: no frame waits for the link, and once the
+    link monitor has its round trip no frame copy is sent either (offload cannot win: its round trip
+    alone is 10x a local frame); on a fast link to a faster server, offload is measured in the
+    background and takes the frames once measured."""
     import sys
     import time
     from pathlib import Path
@@ -422,7 +432,12 @@ def test_background_planner_never_makes_a_frame_wait_for_a_slow_link(frames, tea
             start = time.perf_counter()
             outs.append(planner(f))
             times.append(time.perf_counter() - start)
-        planner.finish()
+        planner.finish()  # the link monitor's first figures are in by now (a handshake, a ping, sized pings)
+        for f in frames:  # frames after them: offload's bound (its round trip alone) is far above local
+            start = time.perf_counter()
+            outs.append(planner(f))
+            times.append(time.perf_counter() - start)
+        stream = stream + frames
         rtt, pings = planner.link.rtt, planner.link.pings
         planner.close()
         offload.close()
@@ -440,10 +455,12 @@ def test_background_planner_never_makes_a_frame_wait_for_a_slow_link(frames, tea
     assert all(_close(o, teacher(f)) for o, f in zip(outs + quick_outs, stream + frames * 2))
     assert max(times) < 0.25, f"a frame waited {max(times):.3f} s"  # well under the 0.5 s round trip
     summary = planner.summary
-    assert summary.frames["local"] == len(stream) and summary.probes[("offload", "measured")] == 2, str(summary)
-    assert planner.estimates[("offload", frames[0].shape)] > 0.5  # what the probes measured: a round trip and more
+    # no full frame went over that link: the round trip alone is 10x a local frame, so no probe can pay
+    assert summary.frames["local"] == len(stream) and not summary.probes, str(summary)
+    assert "round trip and bytes alone take" in summary.not_probed["offload"], str(summary)
+    assert planner.lower_bound("offload", frames[0].shape) > 0.45
     assert pings >= 1 and 0.45 < rtt < 1.5, (pings, rtt)
-    assert "link round trip" in str(summary) and "offload" in summary.link
+    assert "link round trip" in str(summary) and "throughput" in summary.link
     assert quick.summary.frames["offload"] >= 6 and quick.summary.reasons[("offload", "fastest expected")] >= 6, str(quick.summary)
 
 
@@ -513,3 +530,168 @@ def test_a_kept_alive_connection_closed_while_idle_is_reopened(frames, teacher):
         link.close()
     assert offload.summary.offloaded == 2 and offload.summary.local == 0, str(offload.summary)
     assert _close(out, teacher(frames[1]))
+
+
+class _ThreadClock:
+    """A fake clock per thread: a background probe's time is its own, not the frame's beside it."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def __call__(self):
+        return getattr(self._local, "now", 0.0)
+
+    def advance(self, seconds):
+        self._local.now = self() + seconds
+
+
+class _Link:
+    """A link monitor with figures the test sets."""
+
+    def __init__(self, rtt, throughput):
+        self.rtt, self.throughput, self.sized, self.sized_failed, self.failed, self.pings = rtt, throughput, 1, None, 0, 1
+
+    def ping(self):
+        return self.rtt
+
+    def sized_ping(self):
+        return self.throughput
+
+    def close(self):
+        pass
+
+
+class _Remote:
+    """An offload-like mode on a modelled link: server compute + round trip + bytes / throughput, with
+    the V2 bytes counted, ``probe`` and ``wire_estimate`` as Offload has them."""
+
+    def __init__(self, clock, link, compute_s, wire_bytes, encoding="raw", codec_s=0.0):
+        from edge_deblur.partition.encoding import parse_encoding
+
+        self.clock, self.link, self.compute_s, self.bytes, self.codec_s = clock, link, compute_s, wire_bytes, codec_s
+        self.encoding = parse_encoding(encoding)
+        self.config = OffloadConfig("http://unused", model="deblur")
+        self.summary = dataclasses.make_dataclass("S", [("bytes_up", int, 0), ("bytes_down", int, 0)])()
+        self.calls = 0
+
+    def _cost(self):
+        return self.codec_s + self.compute_s + self.link.rtt + self.bytes / self.link.true_throughput
+
+    def __call__(self, frame):
+        self.calls += 1
+        self.clock.advance(self._cost())
+        self.summary.bytes_up += self.bytes // 2
+        self.summary.bytes_down += self.bytes - self.bytes // 2
+        return frame
+
+    def probe(self, frame):
+        self(frame)
+        return True
+
+    def wire_estimate(self, frame):
+        return float(self.bytes), 0.5 * self.bytes, self.codec_s
+
+
+def _local(clock, seconds):
+    def run(frame):
+        clock.advance(seconds)
+        return frame
+    return run
+
+
+def test_cost_model_follows_the_links_throughput_and_prices_a_halved_one_out(frames):
+    """Offload measured on a 10 MB/s link wins (0.05 s compute + 10 ms + 460 kB / 10 MB/s = 0.106 s
+    against local's 0.2 s); the link's throughput halves (its sized pings see it): offload's modelled
+    time becomes 0.152 s... and at a quarter 0.244 s: local takes the next frame, without an offload
+    frame paying to find out."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 10e6)
+    link.true_throughput = 10e6
+    offload = _Remote(clock, link, 0.05, 460_000)
+    planner = Planner({"local": _local(clock, 0.2), "offload": offload},
+                      PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
+    shape = frames[0].shape
+    for _ in range(6):
+        planner(frames[0])
+        planner.finish()
+    assert planner.summary.probes[("offload", "measured")] == 2 and planner.summary.frames["offload"] >= 2, str(planner.summary)
+    assert abs(planner.fixed[("offload", shape)] - 0.05) < 1e-9  # the server's compute, the link taken out
+    assert abs(planner.expected("offload", shape) - 0.106) < 1e-9
+    link.throughput = link.true_throughput = 5e6
+    assert abs(planner.expected("offload", shape) - 0.152) < 1e-9 and planner.choose(shape)[0] == "offload"
+    link.throughput = link.true_throughput = 2.5e6
+    calls = offload.calls
+    assert abs(planner.expected("offload", shape) - 0.244) < 1e-9
+    planner(frames[0])
+    assert offload.calls == calls and planner.summary.frames["local"] >= 3  # local, and no slow offload frame
+
+
+def test_start_up_is_local_and_a_hopeless_link_gets_no_full_transfer(frames):
+    """On a 1 Mbit/s link (125 kB/s) a 460 kB offload's bytes (at least half of them, the bound's
+    allowance) alone take 1.8 s against a 0.2 s local frame: no frame and no probe goes there, the summary says why; while the link monitor has no
+    figures yet, nothing is probed either (the bound needs them)."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.005, 125e3)
+    link.true_throughput = 125e3
+    offload = _Remote(clock, link, 0.05, 460_000)
+    pending = _Link(None, None)
+    pending.true_throughput = 125e3
+    waiting = Planner({"local": _local(clock, 0.2), "offload": _Remote(clock, pending, 0.05, 460_000)},
+                      PlannerConfig(background=True, ping_every_s=1e9), clock=clock, link=pending)
+    for _ in range(4):
+        waiting(frames[0])
+    waiting.finish()
+    assert not waiting.summary.probes and waiting.summary.frames["local"] == 4
+    planner = Planner({"local": _local(clock, 0.2), "offload": offload},
+                      PlannerConfig(background=True, ping_every_s=1e9), clock=clock, link=link)
+    for _ in range(30):
+        planner(frames[0])
+    planner.finish()
+    assert offload.calls == 0 and planner.summary.frames["local"] == 30, str(planner.summary)
+    assert planner.summary.reasons[("local", "first measurement")] == 2
+    assert "alone take 1845 ms" in planner.summary.not_probed["offload"], str(planner.summary)
+    link.throughput = link.true_throughput = 125e6  # the link gets better: the bound now allows a probe
+    for _ in range(3):
+        planner(frames[0])
+        planner.finish()
+    assert planner.summary.probes[("offload", "measured")] == 2 and "offload" not in planner.summary.not_probed
+
+
+def test_planner_chooses_a_lossy_encoding_only_within_the_allowed_loss(frames):
+    """Raw offload, 230 kB over 2.5 MB/s (0.152 s), loses to local (0.15 s); jpeg:90 (15 kB, coding
+    4 ms), 0.05 + 0.004 + 0.01 + 0.006 = 0.070 s, has the lowest bound, is probed first and takes
+    the frames; raw, modelled from jpeg's measured server time (0.152 s), is never sent. Not allowed (max_quality_loss_db 0, the default),
+    the planner refuses the mode; jpeg:50 (0.20 dB) is refused at 0.1 dB."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 2.5e6)
+    link.true_throughput = 2.5e6
+    raw = _Remote(clock, link, 0.05, 230_000)
+    jpeg = _Remote(clock, link, 0.05, 15_000, "jpeg:90", codec_s=0.004)
+    with pytest.raises(ValueError, match="loses 0.06 dB; the planner was allowed 0 dB"):
+        Planner({"local": _local(clock, 0.15), "offload": raw, "offload jpeg:90": jpeg}, PlannerConfig(background=True))
+    with pytest.raises(ValueError, match="loses 0.20 dB"):
+        Planner({"local": _local(clock, 0.15), "offload jpeg:50": _Remote(clock, link, 0.05, 9_000, "jpeg:50")},
+                PlannerConfig(max_quality_loss_db=0.1))
+    with pytest.raises(ValueError, match="no measured quality loss"):
+        Planner({"local": _local(clock, 0.15), "offload jpeg:83": _Remote(clock, link, 0.05, 9_000, "jpeg:83")},
+                PlannerConfig(max_quality_loss_db=1.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        PlannerConfig(max_quality_loss_db=float("nan"))
+    planner = Planner({"local": _local(clock, 0.15), "offload": raw, "offload jpeg:90": jpeg},
+                      PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9, max_quality_loss_db=0.1),
+                      clock=clock, link=link)
+    shape = frames[0].shape
+    for _ in range(15):
+        planner(frames[0])
+        planner.finish()
+    summary = planner.summary
+    assert summary.probes[("offload jpeg:90", "measured")] == 2, str(summary)
+    assert abs(planner.expected("offload jpeg:90", shape) - 0.070) < 1e-9
+    assert summary.frames["offload jpeg:90"] >= 10 and raw.calls == 0, str(summary)
+    # raw is modelled from jpeg's measurement, never sent: jpeg's fixed part (server 0.05 s + its
+    # coding 4 ms) less its coding, + 10 ms + 230 kB / 2.5 MB/s = 0.152 s, above 1.5 x 0.070 s
+    assert abs(planner.expected("offload jpeg:90", shape) + 0.082 - planner._modelled("offload", shape)) < 1e-9
+    assert summary.not_probed["offload"] == "modelled 152 ms against the best's 70 ms", str(summary)

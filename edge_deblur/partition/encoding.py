@@ -22,6 +22,14 @@ import numpy as np
 CODECS = ("raw", "png", "jpeg", "webp")
 LOSSY = ("jpeg", "webp")
 
+# What each encoding costs the result, in dB of PSNR against the sharp photo, below lossless offload
+# (22.45 dB): benchmarks/offload_encoding.py --frames 8 --size 480x320 (the teacher; blurred Kodak24
+# held-out crops; docs/BENCHMARKS.md). The planner (PlannerConfig.max_quality_loss_db) offers a lossy
+# encoding only when its figure here is within the loss the user allowed: one not measured is never
+# chosen by itself.
+QUALITY_LOSS_DB = {"raw": 0.0, "png": 0.0, "jpeg:95": 0.04, "jpeg:90": 0.06, "jpeg:75": 0.11, "jpeg:50": 0.20,
+                   "webp:95": 0.05, "webp:90": 0.07, "webp:75": 0.16}
+
 
 @dataclass(frozen=True)
 class Encoding:
@@ -52,6 +60,27 @@ def parse_encoding(text: str) -> Encoding:
     if not 1 <= q <= 100:
         raise ValueError(f"encoding {text!r}: quality must be 1..100, got {q}")
     return Encoding(codec, q)
+
+
+def quality_loss_db(encoding: "Encoding | str") -> float | None:
+    """The measured loss of ``encoding`` (0 for lossless ones), None when it was not measured."""
+    encoding = parse_encoding(encoding) if isinstance(encoding, str) else encoding
+    return 0.0 if encoding.lossless else QUALITY_LOSS_DB.get(str(encoding))
+
+
+def encodings_within(max_loss_db: float) -> list[str]:
+    """The offload encodings worth offering a planner allowed ``max_loss_db``: lossless ``png``
+    (fewer bytes than raw, more coding time), and per lossy codec the measured quality losing the
+    most within the limit (the fewest bytes; a higher quality of the same codec only costs bytes).
+    ``raw`` is the planner's plain ``offload`` and is not listed."""
+    if not max_loss_db >= 0:  # also refuses NaN
+        raise ValueError(f"max quality loss {max_loss_db!r} dB: expected a number >= 0")
+    chosen = ["png"]
+    for codec in LOSSY:
+        within = [(loss, e) for e, loss in QUALITY_LOSS_DB.items() if e.startswith(codec + ":") and loss <= max_loss_db]
+        if within:
+            chosen.append(max(within)[1])
+    return chosen
 
 
 def encode(rgb: np.ndarray, encoding: Encoding) -> np.ndarray:

@@ -31,6 +31,10 @@ class PartitionedMethod:
             parts.append(f"planner: {self.planner.summary}")
         if self.offload is not None:
             parts.append(f"{'kernel' if isinstance(self.offload, KernelOffload) else 'offload'}: {self.offload.summary}")
+        if self.planner is not None:
+            for name, mode in self.planner.modes.items():
+                if name.startswith("offload ") and mode.summary.frames:
+                    parts.append(f"{name}: {mode.summary}")
         if self.split is not None:
             parts.append(f"split: {self.split.summary}")
         return "; ".join(parts) or "all frames local"
@@ -38,6 +42,9 @@ class PartitionedMethod:
     def close(self) -> None:
         if self.planner is not None:
             self.planner.close()  # its probe in flight first: it uses the clients closed below
+            for name, mode in self.planner.modes.items():
+                if name.startswith("offload "):
+                    mode.close()
         for remote in (self.offload, self.split):
             if remote is not None:
                 remote.close()
@@ -45,7 +52,8 @@ class PartitionedMethod:
 
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
                        deadline_s: float = 1.0, frame_deadline_s: float | None = None,
-                       student: str | Path = "default", split_level: int = 2, encoding: str = "raw") -> PartitionedMethod:
+                       student: str | Path = "default", split_level: int = 2, encoding: str = "raw",
+                       max_quality_loss_db: float = 0.0) -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
     fallback (``offload``), the INT8 ``student`` cut at ``split_level`` with its middle on the
     server's ``split`` model (``split``: the student's result, its middle run here when the server
@@ -54,7 +62,10 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     choice per frame between local, offload and (when the server serves ``split``) split
     (``auto``: remote modes measured in the background on frame copies, the link's round trip
     pinged; ``planner``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
-    frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``)."""
+    frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``).
+    ``max_quality_loss_db`` (auto): the planner may also offload in a lossy encoding whose measured
+    loss (``encoding.QUALITY_LOSS_DB``) is within it, besides raw and PNG; 0 (the default): lossless
+    only. A lossy ``encoding`` stated for auto must be within it too (ValueError otherwise)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
@@ -73,6 +84,15 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s, encoding=encoding), local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
+    from .encoding import encodings_within, parse_encoding, quality_loss_db
+
+    stated = parse_encoding(encoding)
+    loss = quality_loss_db(stated)
+    if loss is None or loss > max_quality_loss_db:
+        offload.close()
+        raise ValueError(f"mode auto with encoding {stated}: "
+                         f"{'its quality loss was not measured' if loss is None else f'it loses {loss:.2f} dB'}, more than "
+                         f"the {max_quality_loss_db:g} dB allowed (max quality loss); allow it or use raw/png")
     modes = {"local": local}
     split = None
     if offload.client.ready("split"):
@@ -83,5 +103,11 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     if split is not None:  # first: the planner probes remote modes in order, and split's features are the smaller
         modes["split"] = split
     modes["offload"] = offload
-    planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True), link=LinkMonitor(server, token))
+    for other in encodings_within(max_quality_loss_db):  # the planner's own choice of encoding, one mode each
+        if other != str(stated):
+            # a connection of its own: a probe of one encoding must not hold up a frame in another
+            modes[f"offload {other}"] = Offload(OffloadConfig(server, token, deadline_s=deadline_s, encoding=other),
+                                                local=local)
+    planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True,
+                                           max_quality_loss_db=max_quality_loss_db), link=LinkMonitor(server, token))
     return PartitionedMethod(planner, offload, planner, split)

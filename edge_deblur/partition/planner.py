@@ -1,27 +1,48 @@
-"""Per-frame choice between the board's own method and the remote modes, from what each has cost lately.
+"""Per-frame choice between the board's own method and the remote modes, from a cost model of each.
 
-Each mode's frame time is tracked as an exponentially weighted moving average, per frame size (a
-mode's cost depends on the pixels; Neurosurgeon fits regressions offline, here the stream itself is
-the measurement). A frame goes to the mode with the lowest expected time; each mode is measured
-twice first, ``local`` first, and the first run is not kept: it pays the cold start (a connection,
-the interpreter's allocation for a new size) that later frames do not. A mode not chosen for
-``reprobe_every`` frames is run once so its estimate follows a changing link (and a server that
-came back); each re-probe that finds it still losing doubles its interval (to 64x). A mode whose
-expected time passes the frame deadline is skipped while one that meets it exists; when none does,
-the least late one runs. Every choice and its reason are counted (``PlannerSummary``) and logged at
-debug level.
+A remote mode's frame time is modelled as its parts:
 
-On a slow link a measurement of a remote mode is a slow frame (4 s for a 230 kB frame each way at
-1 Mbit/s), so by default (``background=True`` from ``partitioned_method``) remote modes are
-measured *off the frame path*: a copy of the frame goes to the mode's ``probe`` (the remote path
-alone, no local fallback) in a background thread, one probe at a time, while the frame itself goes
-to the best mode measured so far (at first, ``local``). A probe that fails marks the mode
-unavailable until its next re-probe. A :class:`LinkMonitor` pings the server's health endpoint
-(a few hundred bytes) every ``ping_every_s`` on its own connection: the round trip's moving
-average, and each remote measurement's bytes and the throughput they imply (bytes / (time - round
-trip)), are kept per mode; between measurements, a remote mode's expected time follows the round
-trip's change since it was measured (``expected = measured + rtt_now - rtt_then``), so a link whose
-latency jumps prices its modes out at the next frame, before any re-probe.
+    expected = fixed + round trip + bytes / throughput
+
+``bytes`` is what the mode puts on the wire for a frame (up and down), ``fixed`` everything else: the
+board's stages (coding the frame, the split mode's head and tail parts) and the server's compute
+(its queue included). The link's two figures come from a :class:`LinkMonitor` on a connection of
+its own: the round trip from ``GET /v2/health/ready`` every ``ping_every_s``, the throughput from a
+*sized ping* (a small zero image, ``sized_ping_bytes`` each way, through the ``deblur`` model) every
+``sized_ping_every`` pings; both are moving averages, and neither moves a frame's worth of bytes.
+Each measured frame of a mode (a frame it did, or a background probe) updates its ``fixed`` part
+(``seconds - round trip - bytes / throughput`` at that moment), and its bytes per frame, as moving
+averages per frame size (a mode's cost depends on the pixels; Neurosurgeon fits regressions
+offline, here the stream itself is the measurement). Between measurements a remote mode's expected
+time follows the link: a round trip that jumps or a throughput that halves prices it out at the
+next frame, without a slow frame to find out. Without a link monitor (or before its figures) the
+expected time is the moving average of the measured times.
+
+The board finishes every frame it is not sure a remote mode does faster: frames go to the mode
+measured fastest, ``local`` (measured on the frames themselves, twice, the first one not kept: it
+pays the interpreter's allocation) from the first frame. Remote modes are measured *off the frame
+path* (``background=True``, what ``partitioned_method`` uses): a copy of the frame goes to the mode's
+``probe`` (the remote path alone, no local fallback) in a background thread, one probe at a time,
+twice for the first measurement (the cold run is dropped). A probe moves a frame's bytes, so it is
+made only for a mode that can win: its *lower bound* (round trip + its fewest plausible bytes /
+throughput, from ``wire_estimate``, no compute at all) must be under ``probe_margin`` x the best
+measured expected time (or the frame deadline); unmeasured modes are probed lowest bound first. A
+mode that cannot win is not probed at all, and the link figures keep its bound current, so it is
+probed when the link gets better. A measured remote mode not chosen for ``reprobe_every`` frames
+is probed again only when its modelled time is within ``probe_margin`` of the best (each such
+re-probe that finds it still losing doubles its interval, to 64x); ``local`` is re-run on a frame
+when it is losing and stale. A probe that fails marks the mode unavailable until its next re-probe.
+
+Offload encodings: a mode whose ``quality_loss_db`` (the measured loss of its encoding,
+``encoding.QUALITY_LOSS_DB``) exceeds ``PlannerConfig.max_quality_loss_db`` is refused when the
+planner is made: trading quality for latency is the user's explicit statement, never a default (0:
+lossless only). An offload encoding that is not yet measured is modelled from a measured offload of
+the same server model: its ``fixed`` less that one's coding time plus its own (timed by coding the
+frame here once), and its own bytes; so only an encoding that the model says can win is probed.
+
+A mode whose expected time passes the frame deadline is skipped while one that meets it exists;
+when none does, the least late one runs. Every choice and its reason are counted
+(``PlannerSummary``) and logged at debug level; so are probes made and probes not made.
 
 An offload that falls back (a miss, a refusal) finishes locally inside ``Offload`` and its wall
 time, deadline included, is what the estimate learns: a bad link prices itself out.
@@ -43,48 +64,134 @@ from .client import V2Client
 log = logging.getLogger(__name__)
 Method = Callable[[np.ndarray], np.ndarray]
 UNAVAILABLE = float("inf")
+MAX_THROUGHPUT = 1.25e9  # bytes/s (10 Gbit/s): two sized pings closer than a clock's jitter say no more
 
 
 @dataclass(frozen=True)
 class PlannerConfig:
     deadline_s: float | None = None  # the frame budget; None: just the fastest
-    alpha: float = 0.3  # weight of the newest measurement in the moving average
-    reprobe_every: int = 20  # frames before a mode not chosen is measured again
+    alpha: float = 0.3  # weight of the newest measurement in the moving averages
+    reprobe_every: int = 20  # frames before a mode not chosen may be measured again
     background: bool = False  # measure remote modes on frame copies off the frame path (their ``probe``)
-    ping_every_s: float = 2.0  # the link monitor's round-trip probes
+    ping_every_s: float = 2.0  # the link monitor's round-trip pings
+    sized_ping_every: int = 5  # every n-th ping (and the first) is followed by a sized ping (throughput)
+    sized_ping_bytes: int = 16_320  # each way: a 32x170 RGB image (0.13 s on 1 Mbit/s)
+    probe_margin: float = 1.5  # probe a remote mode only when its bound (or model) is under this x the best
+    max_quality_loss_db: float = 0.0  # lossy offload encodings allowed up to this measured loss; 0: lossless only
+
+    def __post_init__(self):
+        if not self.max_quality_loss_db >= 0:
+            raise ValueError(f"max_quality_loss_db {self.max_quality_loss_db!r}: expected a number of dB >= 0")
+        if self.probe_margin < 1:
+            raise ValueError(f"probe_margin {self.probe_margin!r}: expected >= 1")
 
 
 class LinkMonitor:
-    """The link's round trip, from ``GET /v2/health/ready`` on a connection of its own (the first
-    ping, which pays the TCP handshake, is not kept); a moving average with weight ``alpha``."""
+    """The link's round trip and throughput, on a connection of its own (its first ping, which pays
+    the TCP handshake, is not kept): ``ping`` (``GET /v2/health/ready``, a few hundred bytes) for the
+    round trip, ``sized_ping`` (``bytes_each_way`` of zero image through the server's ``deblur``
+    model, whose compute on it is a few milliseconds, left in) for the throughput:
+    (bytes up + down) / (seconds - round trip). Moving averages with weight ``alpha``. A ping that
+    overlapped a frame's or a probe's transfer (``busy()`` true before or after it, or a transfer
+    begun meanwhile: ``generation()`` moved) is dropped: it measured the other's queue."""
 
     def __init__(self, url: str, token: str | None = None, alpha: float = 0.3, timeout_s: float = 2.0,
-                 client: V2Client | None = None):
+                 client: V2Client | None = None, model: str = "deblur", bytes_each_way: int = 16_320):
         self.client = client or V2Client(url, token)
-        self.alpha, self.timeout_s = alpha, timeout_s
+        self.alpha, self.timeout_s, self.model = alpha, timeout_s, model
+        self.bytes_each_way = bytes_each_way
         self.rtt: float | None = None
-        self.pings = 0
-        self.failed = 0
+        self.throughput: float | None = None  # bytes/s, up and down together
+        self.pings = self.sized = self.failed = self.dropped = 0
+        self.sized_failed: str | None = None  # why the last sized ping gave nothing
+        self.png: bool | None = None  # whether the server takes the PNG twin of a sized ping
         self._warm = False
+        self.busy: Callable[[], bool] = lambda: False
+        self.generation: Callable[[], int] = lambda: 0
+
+    def _quiet(self, fn):
+        """``fn()``'s (seconds, result) when no other transfer overlapped it, else None."""
+        if self.busy():
+            self.dropped += 1
+            return None
+        before = self.generation()
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+        if self.busy() or self.generation() != before:
+            self.dropped += 1
+            return None
+        return seconds, result
+
+    def _average(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.alpha) * old + self.alpha * new
 
     def ping(self) -> float | None:
-        start = time.perf_counter()
+        def call():
+            return self.client._request("GET", "/v2/health/ready", None, {}, self.timeout_s)[0].status
         try:
-            response, _ = self.client._request("GET", "/v2/health/ready", None, {}, self.timeout_s)
+            measured = self._quiet(call)
         except Exception:  # noqa: BLE001 - a dead link is a measurement too
             self.failed += 1
             self._warm = False
             return None
-        seconds = time.perf_counter() - start
-        if response.status != 200:
+        if measured is None:
+            return None
+        seconds, status = measured
+        if status != 200:
             self.failed += 1
             return None
         if not self._warm:  # that one paid the handshake: measure again on the open connection
             self._warm = True
             return self.ping()
         self.pings += 1
-        self.rtt = seconds if self.rtt is None else (1 - self.alpha) * self.rtt + self.alpha * seconds
+        self.rtt = self._average(self.rtt, seconds)
         return seconds
+
+    def _timed_infer(self, image: np.ndarray, parameters: dict | None):
+        return self._quiet(lambda: self.client.infer(self.model, "image", image, timeout=max(self.timeout_s, 10.0),
+                                                     parameters=parameters))
+
+    def sized_ping(self) -> float | None:
+        """One throughput measurement (bytes/s), or None (``sized_failed`` says why).
+
+        The same 32 x W zero image twice: raw (``bytes_each_way`` up and down) and as PNG (about a
+        hundred bytes each way). The server's compute on the two is the same, so the difference of
+        their times is the difference of their bytes on the wire: throughput = (bytes raw - bytes
+        PNG) / (seconds raw - seconds PNG). A server that takes no PNG (Triton's exported model takes
+        raw frames) leaves the raw one alone: bytes / (seconds - round trip), its compute counted as
+        transfer, so a throughput too low (never too high). The very first raw one is not kept: it
+        pays the server's allocation for the size."""
+        if self.rtt is None:
+            return None
+        width = max(1, self.bytes_each_way // (32 * 3))
+        image = np.zeros((1, 32, width, 3), np.uint8)
+        try:
+            if not self.sized:
+                self._timed_infer(image, None)
+            raw = self._timed_infer(image, None)
+        except Exception as e:  # noqa: BLE001 - no deblur model, a refusal, a dead link: no figure
+            self.sized_failed = f"{type(e).__name__}: {e}"[:120]
+            return None
+        if raw is None:
+            return None
+        seconds, exchange = raw
+        rate = (exchange.bytes_up + exchange.bytes_down) / max(seconds - self.rtt, 1e-4)
+        if self.png is not False:
+            from .encoding import Encoding, encode
+
+            try:
+                small = self._timed_infer(encode(image[0], Encoding("png")), {"encoding": "png"})
+                self.png = True
+            except Exception:  # noqa: BLE001 - not an edge-deblur server: the raw figure alone
+                small, self.png = None, False
+            if small is not None:
+                extra = exchange.bytes_up + exchange.bytes_down - small[1].bytes_up - small[1].bytes_down
+                rate = max(rate, extra / max(seconds - small[0], 1e-4))  # the raw figure is the least it can be
+        self.sized += 1
+        self.sized_failed = None
+        self.throughput = self._average(self.throughput, min(rate, MAX_THROUGHPUT))
+        return rate
 
     def close(self) -> None:
         self.client.close()
@@ -95,6 +202,7 @@ class PlannerSummary:
     frames: Counter = field(default_factory=Counter)  # mode -> frames
     reasons: Counter = field(default_factory=Counter)  # (mode, reason) -> frames
     probes: Counter = field(default_factory=Counter)  # (mode, outcome) -> background measurements
+    not_probed: dict = field(default_factory=dict)  # mode -> why no probe was made (the latest reason)
     link: str = ""  # the link monitor's figures, at the end
     estimates: str = ""  # each mode's expected frame time, at the end
 
@@ -104,6 +212,8 @@ class PlannerSummary:
         text = f"{sum(self.frames.values())} frame(s): {modes} ({why})"
         if self.probes:
             text += "; background probes: " + ", ".join(f"{m} {o}: {n}" for (m, o), n in sorted(self.probes.items()))
+        if self.not_probed:
+            text += "; not probed: " + ", ".join(f"{m} ({r})" for m, r in sorted(self.not_probed.items()))
         if self.estimates:
             text += f"; expected {self.estimates}"
         if self.link:
@@ -117,6 +227,11 @@ def _bytes(method) -> int:
     return int(getattr(s, "bytes_up", 0) + getattr(s, "bytes_down", 0)) if s is not None else 0
 
 
+def _server_model(method) -> str | None:
+    config = getattr(method, "config", None)
+    return getattr(config, "model", None) if getattr(method, "encoding", None) is not None else None
+
+
 class Planner:
     """``Planner({"local": deblur, "offload": Offload(...)})(frame)``: a method like the others."""
 
@@ -124,29 +239,101 @@ class Planner:
                  link: LinkMonitor | None = None):
         if "local" not in modes:
             raise ValueError("the planner needs a 'local' mode: the board must be able to finish every frame")
+        for name, method in modes.items():
+            encoding = getattr(method, "encoding", None)
+            if encoding is None or name == "local":
+                continue
+            from .encoding import quality_loss_db
+
+            loss = quality_loss_db(encoding)
+            if loss is None or loss > config.max_quality_loss_db:
+                raise ValueError(f"mode {name!r}: encoding {encoding} "
+                                 f"{'has no measured quality loss' if loss is None else f'loses {loss:.2f} dB'}; "
+                                 f"the planner was allowed {config.max_quality_loss_db:g} dB (max_quality_loss_db)")
         self.modes, self.config, self._clock, self.link = dict(modes), config, clock, link
-        self.estimates: dict[tuple[str, tuple], float] = {}  # (mode, frame shape) -> seconds
+        self.estimates: dict[tuple[str, tuple], float] = {}  # (mode, frame shape) -> measured seconds, moving average
+        self.fixed: dict[tuple[str, tuple], float] = {}  # remote: seconds less round trip and transfer, moving average
         self._rtt_then: dict[tuple[str, tuple], float] = {}  # the round trip when the estimate was made
         self._last_run: dict[tuple[str, tuple], int] = {}
         self._runs: Counter = Counter()  # (mode, frame shape) -> frames measured
         self._reprobe: dict[tuple[str, tuple], int] = {}  # frames between re-probes, doubled while a mode keeps losing
         self.wire: dict[str, tuple[float, float]] = {}  # mode -> (bytes per frame, implied bytes/s), moving averages
+        self._guess: dict[tuple[str, tuple], tuple[float, float, float]] = {}  # wire_estimate per (mode, shape)
         self._frame = 0
         self._lock = threading.Lock()
         self._probe: threading.Thread | None = None
         self._ping: threading.Thread | None = None
         self._last_ping = -float("inf")
+        self._pings_started = 0
+        self._busy = 0  # transfers in flight (a remote frame, a probe): the link monitor does not ping over them
+        self._generation = 0
+        if link is not None:
+            link.busy = lambda: self._busy > 0
+            link.generation = lambda: self._generation
         self.summary = PlannerSummary()
 
-    # -- estimates -------------------------------------------------------------------------------
+    # -- the cost model ----------------------------------------------------------------------------
+    def _link(self) -> tuple[float | None, float | None]:
+        if self.link is None:
+            return None, None
+        return getattr(self.link, "rtt", None), getattr(self.link, "throughput", None)
+
+    def _wire_bytes(self, mode: str, shape: tuple) -> float | None:
+        measured = self.wire.get(mode)
+        if measured is not None:
+            return measured[0]
+        guess = self._guess.get((mode, shape))
+        return guess[0] if guess else None
+
+    def _modelled(self, mode: str, shape: tuple) -> float | None:
+        """fixed + round trip + bytes / throughput, when every part is known."""
+        rtt, rate = self._link()
+        key = (mode, shape)
+        size = self._wire_bytes(mode, shape)
+        if rtt is None or not rate or size is None:
+            return None
+        fixed = self.fixed.get(key)
+        if fixed is None:  # an offload encoding not measured: a measured sibling's server time, its own coding
+            fixed = self._sibling_fixed(mode, shape)
+        return None if fixed is None else fixed + rtt + size / rate
+
+    def _sibling_fixed(self, mode: str, shape: tuple) -> float | None:
+        model = _server_model(self.modes[mode])
+        guess = self._guess.get((mode, shape))
+        if model is None or guess is None:
+            return None
+        for other, method in self.modes.items():
+            key = (other, shape)
+            if other != mode and _server_model(method) == model and key in self.fixed and self._measured(other, shape) \
+                    and self.estimates.get(key) != UNAVAILABLE and (other, shape) in self._guess:
+                return max(0.0, self.fixed[key] - self._guess[key][2]) + guess[2]
+        return None
+
     def expected(self, mode: str, shape: tuple) -> float:
-        """The mode's expected frame time: its moving average, moved by the round trip's change
-        since it was measured (remote modes, when the link monitor has figures)."""
-        t = self.estimates[(mode, shape)]
-        then = self._rtt_then.get((mode, shape))
-        if mode != "local" and then is not None and self.link is not None and self.link.rtt is not None and t != UNAVAILABLE:
-            t = max(0.0, t + self.link.rtt - then)
+        """The mode's expected frame time: the cost model's, where the link monitor has figures and
+        the mode was measured; else its moving average, moved by the round trip's change since."""
+        key = (mode, shape)
+        t = self.estimates[key]
+        if mode == "local" or t == UNAVAILABLE:
+            return t
+        modelled = self._modelled(mode, shape) if key in self.fixed else None
+        if modelled is not None:
+            return max(0.0, modelled)
+        rtt, _ = self._link()
+        then = self._rtt_then.get(key)
+        if then is not None and rtt is not None:
+            t = max(0.0, t + rtt - then)
         return t
+
+    def lower_bound(self, mode: str, shape: tuple) -> float | None:
+        """The least a remote mode can take on this link: round trip + its fewest plausible bytes at
+        the measured throughput (no compute); None while the link or its bytes are unknown."""
+        rtt, rate = self._link()
+        guess = self._guess.get((mode, shape))
+        if rtt is None or not rate or guess is None:
+            return None
+        fewest = min(guess[1], self.wire[mode][0]) if mode in self.wire else guess[1]
+        return rtt + fewest / rate
 
     def _learn(self, mode: str, shape: tuple, seconds: float, wire_bytes: int = 0) -> None:
         key = (mode, shape)
@@ -154,12 +341,20 @@ class Planner:
         alpha = self.config.alpha
         self.estimates[key] = seconds if previous is None else (1 - alpha) * previous + alpha * seconds
         self._runs[key] += 1
-        if self.link is not None and self.link.rtt is not None:
-            self._rtt_then[key] = self.link.rtt
-        if wire_bytes and seconds != UNAVAILABLE:
-            transfer = max(seconds - (self.link.rtt if self.link is not None and self.link.rtt else 0.0), 1e-3)
-            b, rate = self.wire.get(mode, (wire_bytes, wire_bytes / transfer))
-            self.wire[mode] = ((1 - alpha) * b + alpha * wire_bytes, (1 - alpha) * rate + alpha * wire_bytes / transfer)
+        rtt, rate = self._link()
+        if rtt is not None:
+            self._rtt_then[key] = rtt
+        if mode == "local" or seconds == UNAVAILABLE:
+            return
+        if wire_bytes:
+            transfer = max(seconds - (rtt or 0.0), 1e-3)
+            b, implied = self.wire.get(mode, (wire_bytes, wire_bytes / transfer))
+            self.wire[mode] = ((1 - alpha) * b + alpha * wire_bytes, (1 - alpha) * implied + alpha * wire_bytes / transfer)
+        if rtt is not None:
+            size = wire_bytes or self._wire_bytes(mode, shape) or 0.0
+            fixed = seconds - rtt - (size / rate if rate else 0.0)
+            old = self.fixed.get(key) if previous is not None else None
+            self.fixed[key] = fixed if old is None else (1 - alpha) * old + alpha * fixed
 
     def _measured(self, mode: str, shape: tuple) -> bool:
         return self._runs[(mode, shape)] >= 2
@@ -192,7 +387,8 @@ class Planner:
         return best, "only mode within the deadline"
 
     def choose(self, shape: tuple) -> tuple[str, str]:
-        """(mode, reason) for the next frame of ``shape`` (foreground measurement)."""
+        """(mode, reason) for the next frame of ``shape`` (foreground measurement: every mode runs on
+        frames, for modes that have no ``probe``)."""
         unmeasured = [m for m in self.modes if not self._measured(m, shape)]
         if unmeasured:
             return unmeasured[0], "first measurement"
@@ -201,14 +397,68 @@ class Planner:
             return stale[0], "re-probe"
         return self._best(list(self.modes), shape)
 
+    def _worth_probing(self, mode: str, shape: tuple, target: float | None) -> tuple[bool, str]:
+        """Whether a probe of ``mode`` can pay: its lower bound (unmeasured) or modelled time
+        (measured) under ``probe_margin`` x ``target`` (the best measured expected time, or the
+        deadline when that is later)."""
+        if target is None:
+            return True, ""
+        margin = self.config.probe_margin
+        if self._measured(mode, shape) and self.estimates[(mode, shape)] != UNAVAILABLE:
+            t = self.expected(mode, shape)
+            return t <= margin * target, f"modelled {1000 * t:.0f} ms against the best's {1000 * target:.0f} ms"
+        modelled = self._modelled(mode, shape) if self.estimates.get((mode, shape)) != UNAVAILABLE else None
+        if modelled is not None:  # an encoding modelled from a measured sibling
+            return modelled <= margin * target, f"modelled {1000 * modelled:.0f} ms against the best's {1000 * target:.0f} ms"
+        bound = self.lower_bound(mode, shape)
+        if bound is None:
+            return True, ""
+        return bound <= margin * target, (f"its round trip and bytes alone take {1000 * bound:.0f} ms, "
+                                          f"the best {1000 * target:.0f} ms")
+
+    def _link_pending(self) -> bool:
+        """The link monitor has not yet given its first round trip and throughput, and has not failed."""
+        link = self.link
+        if link is None:
+            return False
+        if getattr(link, "rtt", None) is None:
+            return getattr(link, "failed", 1) == 0
+        return getattr(link, "throughput", 0) is None and getattr(link, "sized_failed", "") is None
+
+    def _probe_candidate(self, shape: tuple) -> str | None:
+        """The remote mode to measure next in the background, or None (and why not, in the summary)."""
+        measured = [m for m in self.modes if self._measured(m, shape) and self.estimates[(m, shape)] != UNAVAILABLE]
+        # the best measured time; before local's second frame, its first (cold, so a generous bar)
+        target = min(self.expected(m, shape) for m in measured) if measured else self.estimates.get(("local", shape))
+        if target is None:
+            return None  # no frame done yet: nothing to compare a probe's promise with
+        if self.config.deadline_s is not None:
+            target = max(target, self.config.deadline_s)
+        remote = [m for m in self.modes if m != "local"]
+        unmeasured = [m for m in remote if not self._measured(m, shape)]
+        if self._link_pending():
+            return None  # the link's figures are on their way: the bounds need them
+        bounds = {m: self._modelled(m, shape) or self.lower_bound(m, shape) for m in unmeasured}
+        unmeasured.sort(key=lambda m: (bounds[m] is None, bounds[m] or 0.0))  # stable: listed order without bounds
+        stale = [m for m in remote if m not in unmeasured and self._stale(m, shape)]
+        for mode in unmeasured + stale:
+            worth, why = self._worth_probing(mode, shape, target)
+            if worth:
+                self.summary.not_probed.pop(mode, None)
+                return mode
+            if mode in stale:
+                self._last_run[(mode, shape)] = self._frame  # the model says it loses: no bytes spent, look again later
+            if mode not in self.summary.not_probed:
+                log.info("not probing %s: %s", mode, why)
+            self.summary.not_probed[mode] = why
+        return None
+
     def _choose_background(self, shape: tuple) -> tuple[str, str, str | None]:
         """(mode, reason, mode to probe in the background or None): remote modes are measured off the
         frame path; the frame goes to the best measured mode (``local`` is measured on frames)."""
+        probe = self._probe_candidate(shape) if self._probe is None or not self._probe.is_alive() else None
         if not self._measured("local", shape):
-            return "local", "first measurement", None
-        remote = [m for m in self.modes if m != "local"]  # probed in this order: put the fewest bytes first
-        probe = next((m for m in remote if not self._measured(m, shape)), None) or next(
-            (m for m in remote if self._stale(m, shape)), None)
+            return "local", "first measurement", probe
         measured = [m for m in self.modes if self._measured(m, shape) and self.estimates[(m, shape)] != UNAVAILABLE]
         if self._stale("local", shape) and len(measured) > 1 and self._best(measured, shape)[0] != "local":
             return "local", "re-probe", probe
@@ -216,6 +466,20 @@ class Planner:
         return mode, reason, probe
 
     # -- running -----------------------------------------------------------------------------------
+    def _guess_wire(self, shape: tuple, frame: np.ndarray) -> None:
+        """Each remote mode's ``wire_estimate`` for this frame size, once (an encoding codes the
+        frame once here: milliseconds)."""
+        for mode, method in self.modes.items():
+            estimate = getattr(method, "wire_estimate", None)
+            if mode != "local" and estimate is not None and (mode, shape) not in self._guess:
+                try:
+                    self._guess[(mode, shape)] = tuple(float(v) for v in estimate(frame))
+                except Exception as e:  # noqa: BLE001 - no estimate: the mode is measured as before
+                    log.info("no wire estimate for %s: %s", mode, e)
+                    self._guess[(mode, shape)] = None  # type: ignore[assignment]
+        for key in [k for k, v in self._guess.items() if v is None]:
+            del self._guess[key]
+
     def _start_probe(self, mode: str, frame: np.ndarray, shape: tuple) -> None:
         if self._probe is not None and self._probe.is_alive():
             return
@@ -231,9 +495,16 @@ class Planner:
         def work():
             for _ in range(2 - self._runs[key] if first else 1):  # the cold first run is not kept
                 before = _bytes(method)
+                with self._lock:
+                    self._busy += 1
+                    self._generation += 1
                 start = self._clock()
-                outcome = probe(copy)
-                seconds = self._clock() - start
+                try:
+                    outcome = probe(copy)
+                finally:
+                    seconds = self._clock() - start
+                    with self._lock:
+                        self._busy -= 1
                 with self._lock:
                     if outcome is True:
                         self._learn(mode, shape, seconds, _bytes(method) - before)
@@ -252,19 +523,32 @@ class Planner:
         self._probe = threading.Thread(target=work, name=f"edge-deblur-probe-{mode}", daemon=True)
         self._probe.start()
 
+    def _pings(self) -> None:
+        """A round-trip ping, then a sized one while there is no throughput figure yet (at once: the
+        first probes wait for it) and after every ``sized_ping_every``-th ping."""
+        self.link.ping()
+        sized = getattr(self.link, "sized_ping", None)
+        if sized is not None and (getattr(self.link, "throughput", None) is None and getattr(self.link, "sized_failed", None) is None
+                                  or self._pings_started % max(1, self.config.sized_ping_every) == 0):
+            sized()
+
     def _maybe_ping(self) -> None:
         if self.link is None or (self._ping is not None and self._ping.is_alive()):
             return
         now = time.monotonic()
-        if now - self._last_ping < self.config.ping_every_s:
-            return
+        if now - self._last_ping < self.config.ping_every_s or self._busy:
+            return  # (a ping queued behind a transfer would measure the transfer)
         self._last_ping = now
-        self._ping = threading.Thread(target=self.link.ping, name="edge-deblur-ping", daemon=True)
+        self._pings_started += 1
+        self._ping = threading.Thread(target=self._pings, name="edge-deblur-ping", daemon=True)
         self._ping.start()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         shape = tuple(np.shape(frame))
         self._maybe_ping()
+        if self.config.background and self.link is not None and any(
+                (m, shape) not in self._guess for m in self.modes if m != "local"):
+            self._guess_wire(shape, np.asarray(frame))
         with self._lock:
             if self.config.background:
                 mode, reason, probe = self._choose_background(shape)
@@ -274,9 +558,19 @@ class Planner:
             self._start_probe(probe, np.asarray(frame), shape)
         method = self.modes[mode]
         before = _bytes(method)
+        remote = mode != "local"
+        if remote:
+            with self._lock:
+                self._busy += 1
+                self._generation += 1
         start = self._clock()
-        result = method(frame)
-        seconds = self._clock() - start
+        try:
+            result = method(frame)
+        finally:
+            seconds = self._clock() - start
+            if remote:
+                with self._lock:
+                    self._busy -= 1
         with self._lock:
             self._learn(mode, shape, seconds, _bytes(method) - before)
             if reason == "re-probe":
@@ -304,12 +598,17 @@ class Planner:
             parts = []
             for (mode, shape), t in sorted(self.estimates.items()):
                 size = f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
-                parts.append(f"{mode} {'unavailable' if t == UNAVAILABLE else f'{1000 * t:.0f} ms'} at {size}")
+                parts.append(f"{mode} {'unavailable' if t == UNAVAILABLE else f'{1000 * self.expected(mode, shape):.0f} ms'} at {size}")
             self.summary.estimates = ", ".join(parts)
             wire = ", ".join(f"{m} {b / 1e3:.0f} kB/frame at {8 * r / 1e6:.1f} Mbit/s" for m, (b, r) in sorted(self.wire.items()))
             if self.link is not None:
                 rtt = f"round trip {1000 * self.link.rtt:.0f} ms ({self.link.pings} pings)" if self.link.rtt is not None else \
                     f"round trip unmeasured ({self.link.failed} failed pings)"
+                rate = getattr(self.link, "throughput", None)
+                if rate:
+                    rtt += f", throughput {8 * rate / 1e6:.1f} Mbit/s ({self.link.sized} sized pings)"
+                elif getattr(self.link, "sized_failed", None):
+                    rtt += f", throughput unmeasured ({self.link.sized_failed})"
                 self.summary.link = rtt + (f"; {wire}" if wire else "")
             elif wire:
                 self.summary.link = wire
