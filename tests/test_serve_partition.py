@@ -695,3 +695,32 @@ def test_planner_chooses_a_lossy_encoding_only_within_the_allowed_loss(frames):
     # coding 4 ms) less its coding, + 10 ms + 230 kB / 2.5 MB/s = 0.152 s, above 1.5 x 0.070 s
     assert abs(planner.expected("offload jpeg:90", shape) + 0.082 - planner._modelled("offload", shape)) < 1e-9
     assert summary.not_probed["offload"] == "modelled 152 ms against the best's 70 ms", str(summary)
+
+
+def test_a_mode_probed_slow_beside_the_frames_gets_one_trial_frame(frames):
+    """A probe shares the board with the frame beside it: split probed at 0.22 s (its head and tail
+    contended) against local's 0.2 s is within 1.15x, so it gets one frame of its own, runs it in
+    0.1 s, and takes the frames from then on; a mode probed at 0.3 s (1.5x) gets no trial."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 10e6)
+    link.true_throughput = 10e6
+
+    class Contended(_Remote):
+        def probe(self, frame):
+            self.clock.advance(self.probe_extra)
+            return super().probe(frame)
+
+    def run(probe_extra):
+        split = Contended(clock, link, 0.08, 10_000)  # 0.08 + 0.01 + 0.001 = 0.091 s on a frame
+        split.probe_extra = probe_extra
+        planner = Planner({"local": _local(clock, 0.2), "split": split},
+                          PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
+        for _ in range(10):
+            planner(frames[0])
+            planner.finish()
+        return planner.summary
+
+    near, far = run(0.13), run(0.21)
+    assert near.reasons[("split", "trial")] == 1 and near.frames["split"] >= 6, str(near)
+    assert far.reasons[("split", "trial")] == 0 and far.frames["split"] == 0, str(far)

@@ -8,7 +8,8 @@ A remote mode's frame time is modelled as its parts:
 board's stages (coding the frame, the split mode's head and tail parts) and the server's compute
 (its queue included). The link's two figures come from a :class:`LinkMonitor` on a connection of
 its own: the round trip from ``GET /v2/health/ready`` every ``ping_every_s``, the throughput from a
-*sized ping* (a small zero image, ``sized_ping_bytes`` each way, through the ``deblur`` model) every
+*sized ping* (two 8x8 PNGs through the ``deblur`` model, one padded with 64 kB the decoder skips:
+the difference of their times is the transfer of those bytes, without the server's compute) every
 ``sized_ping_every`` pings; both are moving averages, and neither moves a frame's worth of bytes.
 Each measured frame of a mode (a frame it did, or a background probe) updates its ``fixed`` part
 (``seconds - round trip - bytes / throughput`` at that moment), and its bytes per frame, as moving
@@ -31,7 +32,10 @@ mode that cannot win is not probed at all, and the link figures keep its bound c
 probed when the link gets better. A measured remote mode not chosen for ``reprobe_every`` frames
 is probed again only when its modelled time is within ``probe_margin`` of the best (each such
 re-probe that finds it still losing doubles its interval, to 64x); ``local`` is re-run on a frame
-when it is losing and stale. A probe that fails marks the mode unavailable until its next re-probe.
+when it is losing and stale. A probe runs beside a frame (on a one-core board the split mode's
+head and tail share the core with it), so it can measure a mode slower than it is: a mode known
+only from probes and expected within ``trial_margin`` (1.15x) of the best gets one frame of its own
+(reason ``trial``, once per ``reprobe_every`` frames), whose time replaces the probes'. A probe that fails marks the mode unavailable until its next re-probe.
 
 Offload encodings: a mode whose ``quality_loss_db`` (the measured loss of its encoding,
 ``encoding.QUALITY_LOSS_DB``) exceeds ``PlannerConfig.max_quality_loss_db`` is refused when the
@@ -53,6 +57,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -75,8 +80,8 @@ class PlannerConfig:
     background: bool = False  # measure remote modes on frame copies off the frame path (their ``probe``)
     ping_every_s: float = 2.0  # the link monitor's round-trip pings
     sized_ping_every: int = 5  # every n-th ping (and the first) is followed by a sized ping (throughput)
-    sized_ping_bytes: int = 16_320  # each way: a 32x170 RGB image (0.13 s on 1 Mbit/s)
     probe_margin: float = 1.5  # probe a remote mode only when its bound (or model) is under this x the best
+    trial_margin: float = 1.15  # a probed mode this close to the best gets a frame of its own (``_trial``); 1: never
     max_quality_loss_db: float = 0.0  # lossy offload encodings allowed up to this measured loss; 0: lossless only
 
     def __post_init__(self):
@@ -84,27 +89,35 @@ class PlannerConfig:
             raise ValueError(f"max_quality_loss_db {self.max_quality_loss_db!r}: expected a number of dB >= 0")
         if self.probe_margin < 1:
             raise ValueError(f"probe_margin {self.probe_margin!r}: expected >= 1")
+        if self.trial_margin < 1:
+            raise ValueError(f"trial_margin {self.trial_margin!r}: expected >= 1")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> np.ndarray:
+    """A PNG chunk: length, type, data, CRC-32 of type and data."""
+    body = kind + data
+    raw = len(data).to_bytes(4, "big") + body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
+    return np.frombuffer(raw, np.uint8)
 
 
 class LinkMonitor:
     """The link's round trip and throughput, on a connection of its own (its first ping, which pays
     the TCP handshake, is not kept): ``ping`` (``GET /v2/health/ready``, a few hundred bytes) for the
-    round trip, ``sized_ping`` (``bytes_each_way`` of zero image through the server's ``deblur``
-    model, whose compute on it is a few milliseconds, left in) for the throughput:
-    (bytes up + down) / (seconds - round trip). Moving averages with weight ``alpha``. A ping that
+    round trip, ``sized_ping`` (two 8x8 PNGs through the server's ``deblur`` model, one carrying
+    ``bytes_each_way`` more) for the throughput. Moving averages with weight ``alpha``. A ping that
     overlapped a frame's or a probe's transfer (``busy()`` true before or after it, or a transfer
     begun meanwhile: ``generation()`` moved) is dropped: it measured the other's queue."""
 
     def __init__(self, url: str, token: str | None = None, alpha: float = 0.3, timeout_s: float = 2.0,
-                 client: V2Client | None = None, model: str = "deblur", bytes_each_way: int = 16_320):
+                 client: V2Client | None = None, model: str = "deblur", bytes_each_way: int = 64_000):
         self.client = client or V2Client(url, token)
         self.alpha, self.timeout_s, self.model = alpha, timeout_s, model
         self.bytes_each_way = bytes_each_way
         self.rtt: float | None = None
-        self.throughput: float | None = None  # bytes/s, up and down together
+        self.seconds_per_byte: float | None = None  # the throughput's inverse, moving average
         self.pings = self.sized = self.failed = self.dropped = 0
         self.sized_failed: str | None = None  # why the last sized ping gave nothing
-        self.png: bool | None = None  # whether the server takes the PNG twin of a sized ping
+        self.recent: list[float] = []  # the last sized pings' figures
         self._warm = False
         self.busy: Callable[[], bool] = lambda: False
         self.generation: Callable[[], int] = lambda: 0
@@ -148,50 +161,57 @@ class LinkMonitor:
         self.rtt = self._average(self.rtt, seconds)
         return seconds
 
-    def _timed_infer(self, image: np.ndarray, parameters: dict | None):
-        return self._quiet(lambda: self.client.infer(self.model, "image", image, timeout=max(self.timeout_s, 10.0),
-                                                     parameters=parameters))
+    def _timed_infer(self, png: np.ndarray):
+        return self._quiet(lambda: self.client.infer(self.model, "image", png, timeout=max(self.timeout_s, 10.0),
+                                                     parameters={"encoding": "png"}))
 
     def sized_ping(self) -> float | None:
         """One throughput measurement (bytes/s), or None (``sized_failed`` says why).
 
-        The same 32 x W zero image twice: raw (``bytes_each_way`` up and down) and as PNG (about a
-        hundred bytes each way). The server's compute on the two is the same, so the difference of
-        their times is the difference of their bytes on the wire: throughput = (bytes raw - bytes
-        PNG) / (seconds raw - seconds PNG). A server that takes no PNG (Triton's exported model takes
-        raw frames) leaves the raw one alone: bytes / (seconds - round trip), its compute counted as
-        transfer, so a throughput too low (never too high). The very first raw one is not kept: it
-        pays the server's allocation for the size."""
+        Two requests to the server's ``deblur`` model that differ only in their bytes: an 8x8 gray
+        PNG, and the same PNG carrying ``bytes_each_way`` more in a private ancillary chunk (which
+        decoders skip). The server decodes and deblurs the same 8 x 8 pixels for both, so the
+        difference of their times is the extra bytes' transfer time, without the server's compute
+        (tens of milliseconds per request here, whatever the size) in it: throughput = extra bytes
+        / (seconds padded - seconds plain). It is the upstream's, taken for both directions. A
+        server that takes no PNG (Triton's exported model takes raw frames) gives no figure, and the
+        planner goes on with measured times and the round trip alone. The very first pair is sent
+        twice: the first pays the server's allocation for the size."""
         if self.rtt is None:
             return None
-        width = max(1, self.bytes_each_way // (32 * 3))
-        image = np.zeros((1, 32, width, 3), np.uint8)
+        from .encoding import Encoding, encode
+
+        plain = encode(np.zeros((8, 8, 3), np.uint8), Encoding("png"))
+        padded = np.concatenate([plain[:33], _png_chunk(b"edGe", bytes(self.bytes_each_way)), plain[33:]])
         try:
-            if not self.sized:
-                self._timed_infer(image, None)
-            raw = self._timed_infer(image, None)
-        except Exception as e:  # noqa: BLE001 - no deblur model, a refusal, a dead link: no figure
+            for _ in range(1 if self.sized else 2):
+                small = self._timed_infer(plain)
+                large = self._timed_infer(padded)
+        except Exception as e:  # noqa: BLE001 - no deblur model, no PNG, a refusal, a dead link: no figure
             self.sized_failed = f"{type(e).__name__}: {e}"[:120]
             return None
-        if raw is None:
+        if small is None or large is None:
             return None
-        seconds, exchange = raw
-        rate = (exchange.bytes_up + exchange.bytes_down) / max(seconds - self.rtt, 1e-4)
-        if self.png is not False:
-            from .encoding import Encoding, encode
-
-            try:
-                small = self._timed_infer(encode(image[0], Encoding("png")), {"encoding": "png"})
-                self.png = True
-            except Exception:  # noqa: BLE001 - not an edge-deblur server: the raw figure alone
-                small, self.png = None, False
-            if small is not None:
-                extra = exchange.bytes_up + exchange.bytes_down - small[1].bytes_up - small[1].bytes_down
-                rate = max(rate, extra / max(seconds - small[0], 1e-4))  # the raw figure is the least it can be
+        extra = large[1].bytes_up + large[1].bytes_down - small[1].bytes_up - small[1].bytes_down
+        # averaged as seconds per byte: the noise is in the times (the server's jitter, a few ms),
+        # and a difference that comes out negative is a sample of it, kept, not clipped
+        per_byte = (large[0] - small[0]) / extra
         self.sized += 1
         self.sized_failed = None
-        self.throughput = self._average(self.throughput, min(rate, MAX_THROUGHPUT))
-        return rate
+        self.seconds_per_byte = self._average(self.seconds_per_byte, per_byte)
+        self.recent = (self.recent + [per_byte])[-5:]
+        return 1 / max(per_byte, 1 / MAX_THROUGHPUT)
+
+    @property
+    def throughput(self) -> float | None:
+        """Bytes/s, the moving average's."""
+        return None if self.seconds_per_byte is None else 1 / max(self.seconds_per_byte, 1 / MAX_THROUGHPUT)
+
+    @property
+    def throughput_high(self) -> float | None:
+        """The highest of the last five sized pings: what a lower bound of a transfer may assume (a
+        sized ping's noise, the server's few milliseconds of jitter, only ever slows one down)."""
+        return 1 / max(min(self.recent), 1 / MAX_THROUGHPUT) if self.recent else None
 
     def close(self) -> None:
         self.client.close()
@@ -259,6 +279,8 @@ class Planner:
         self._reprobe: dict[tuple[str, tuple], int] = {}  # frames between re-probes, doubled while a mode keeps losing
         self.wire: dict[str, tuple[float, float]] = {}  # mode -> (bytes per frame, implied bytes/s), moving averages
         self._guess: dict[tuple[str, tuple], tuple[float, float, float]] = {}  # wire_estimate per (mode, shape)
+        self._frame_runs: Counter = Counter()  # (mode, frame shape) -> frames it did (not probes)
+        self._last_trial: dict[tuple[str, tuple], int] = {}
         self._frame = 0
         self._lock = threading.Lock()
         self._probe: threading.Thread | None = None
@@ -329,15 +351,19 @@ class Planner:
         """The least a remote mode can take on this link: round trip + its fewest plausible bytes at
         the measured throughput (no compute); None while the link or its bytes are unknown."""
         rtt, rate = self._link()
+        rate = getattr(self.link, "throughput_high", None) or rate
         guess = self._guess.get((mode, shape))
         if rtt is None or not rate or guess is None:
             return None
         fewest = min(guess[1], self.wire[mode][0]) if mode in self.wire else guess[1]
         return rtt + fewest / rate
 
-    def _learn(self, mode: str, shape: tuple, seconds: float, wire_bytes: int = 0) -> None:
+    def _learn(self, mode: str, shape: tuple, seconds: float, wire_bytes: int = 0, replace: bool = False) -> None:
+        """One measurement into the moving averages; ``replace``: it replaces them (a trial frame's
+        measurement over the probes' it checks)."""
         key = (mode, shape)
         previous = self.estimates.get(key) if self._runs[key] >= 2 and self.estimates.get(key) != UNAVAILABLE else None
+        previous = None if replace else previous
         alpha = self.config.alpha
         self.estimates[key] = seconds if previous is None else (1 - alpha) * previous + alpha * seconds
         self._runs[key] += 1
@@ -463,7 +489,30 @@ class Planner:
         if self._stale("local", shape) and len(measured) > 1 and self._best(measured, shape)[0] != "local":
             return "local", "re-probe", probe
         mode, reason = self._best(measured, shape)
+        trial = self._trial(measured, mode, shape)
+        if trial is not None:
+            return trial, "trial", probe
         return mode, reason, probe
+
+    def _trial(self, measured: list[str], best: str, shape: tuple) -> str | None:
+        """A remote mode measured only by background probes, expected within ``trial_margin`` of the
+        best: one frame of its own, once per ``reprobe_every`` frames. A probe runs beside a frame
+        (on a board of one core, the split mode's head and tail share it with the frame), so it can
+        measure a mode slower than it is; a frame costs at most the margin more to find out."""
+        if self.config.trial_margin <= 1:
+            return None
+        t_best = self.expected(best, shape)
+        for mode in measured:
+            key = (mode, shape)
+            if mode in ("local", best) or self._frame_runs[key] or not self._stale_trial(key):
+                continue
+            if self.expected(mode, shape) <= self.config.trial_margin * t_best and (
+                    self.config.deadline_s is None or self.expected(mode, shape) <= self.config.deadline_s):
+                return mode
+        return None
+
+    def _stale_trial(self, key: tuple) -> bool:
+        return self._frame - self._last_trial.get(key, -10**9) >= self.config.reprobe_every
 
     # -- running -----------------------------------------------------------------------------------
     def _guess_wire(self, shape: tuple, frame: np.ndarray) -> None:
@@ -572,7 +621,10 @@ class Planner:
                 with self._lock:
                     self._busy -= 1
         with self._lock:
-            self._learn(mode, shape, seconds, _bytes(method) - before)
+            self._learn(mode, shape, seconds, _bytes(method) - before, replace=reason == "trial")
+            self._frame_runs[(mode, shape)] += 1
+            if reason == "trial":
+                self._last_trial[(mode, shape)] = self._frame
             if reason == "re-probe":
                 self._after_reprobe(mode, shape)
             self._last_run[(mode, shape)] = self._frame
