@@ -4,6 +4,7 @@ unknown fields fail) and against the server they deploy (probe paths, CLI argume
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -145,3 +146,99 @@ def test_export_triton_repository(tmp_path, photo):
     with pytest.raises(EdgeDeblurError, match="not empty"):
         export_triton(tmp_path / "repo")
     assert not list((tmp_path / "repo").glob(".*partial"))
+
+
+class _PbUtils:
+    """The few names of Triton's ``triton_python_backend_utils`` an exported model.py uses, so the
+    generated file itself runs here (the real backend in tests/test_serve_triton.py)."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, np.asarray(array)
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class TritonError:
+        def __init__(self, message):
+            self._message = message
+
+        def message(self):
+            return self._message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.output_tensors, self.error = output_tensors, error
+
+    class Request:
+        def __init__(self, tensors, parameters):
+            self.tensors, self._parameters = tensors, parameters
+
+        def parameters(self):
+            return json.dumps(self._parameters)
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return _PbUtils.Tensor(name, request.tensors[name])
+
+
+def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_path, photo, monkeypatch):
+    """The repository has ``split`` and ``kernel`` beside ``deblur``: Python-backend configs with a
+    batch of one and the queue policy, and a model.py that, run with Triton's backend API (a stand-in
+    here), gives the split middle to the bit of the board's own and the blind engine's kernel; a bad
+    request is an error response, not an exception."""
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    import importlib.util
+    import sys
+
+    from edge_deblur.partition.split import Part, cut_student, pack, request_parameters, unpack
+    from edge_deblur.serve.export import TritonExport, export_triton
+
+    repo = export_triton(tmp_path / "repo", TritonExport(max_queue=5, queue_timeout_us=3_000_000))
+    assert sorted(p.name for p in repo.iterdir()) == ["deblur", "kernel", "split"]
+    for name, (i_name, o_name) in {"split": ("features", "features"), "kernel": ("image", "kernel")}.items():
+        text = (repo / name / "config.pbtxt").read_text()
+        fields = _config_fields(text)
+        assert fields["name"] == name and fields["backend"] == "python" and fields["max_batch_size"] == "1"
+        assert fields["max_queue_delay_microseconds"] == "0" and fields["max_queue_size"] == "5"
+        assert fields["timeout_action"] == "REJECT" and fields["default_timeout_microseconds"] == "3000000"
+        assert f'name: "{i_name}"' in text and f'name: "{o_name}"' in text
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _PbUtils)
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"exported_{name}", repo / name / "1" / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = module.TritonPythonModel()
+        model.initialize({})
+        return model
+
+    split = load("split")
+    cut = cut_student("student-rpi5", 2)
+    quant = Deblurrer.load("student-rpi5", threads=1).info.input_quant  # a real frame's codes, as the runtime makes them
+    features = Part(cut.head, 1)(quant.quantize(photo[:128, :128].astype(np.float32) / 255)[None])[-1]
+    request = _PbUtils.Request({"features": np.frombuffer(pack(features), np.uint8)[None]},
+                               request_parameters(cut, features.shape))
+    (response,) = split.execute([request])
+    assert response.error is None and response.output_tensors[0].as_numpy().shape[0] == 1
+    below = unpack(response.output_tensors[0].as_numpy()[0].tobytes(), (*features.shape[:3], cut.down_channels))
+    np.testing.assert_array_equal(below, Part(cut.middle, 1)(features)[0])  # the board's own middle, to the bit
+    bad = _PbUtils.Request({"features": np.frombuffer(pack(features), np.uint8)[None]},
+                           {**request_parameters(cut, features.shape), "student": "0" * 16})
+    (refused,) = split.execute([bad])
+    assert refused.error is not None and "no student" in refused.error.message() and refused.output_tensors == []
+
+    from edge_deblur.serve.registry import blind_estimator
+
+    if blind_estimator() is None:
+        pytest.skip("this installation has no edge_deblur.blind.estimate_kernel: the kernel model cannot run")
+    kernel = load("kernel")
+    gray = np.ascontiguousarray(photo[100:228, 100:228].mean(axis=2).astype(np.uint8))
+    (answer,) = kernel.execute([_PbUtils.Request({"image": gray[None]}, {"kernel_size": 9})])
+    k = answer.output_tensors[0].as_numpy()
+    assert answer.error is None and k.shape == (1, 9, 9) and k.dtype == np.float32 and abs(k.sum() - 1) < 1e-3
+    (too_big,) = kernel.execute([_PbUtils.Request({"image": np.zeros((1, 2048, 2048), np.uint8)}, {})])
+    assert too_big.error is not None and "pixels" in too_big.error.message()

@@ -8,7 +8,11 @@ Triton needs its own venv (PyTriton wants numpy<2) and libpython on LD_LIBRARY_P
     python3.12 -m venv .venv-triton
     .venv-triton/bin/pip install 'nvidia-pytriton==0.7.0' 'numpy<2' onnxruntime
 
-The test is skipped, saying so, where that venv is absent (EDGE_DEBLUR_TRITON_PYTHON names another)."""
+For the repository's `split` and `kernel` models (Python-backend models running this package), that
+venv also needs what they import: `.venv-triton/bin/pip install ai-edge-litert opencv-python-headless`
+(with numpy<2); without them those two tests are skipped, saying so.
+
+The tests are skipped, saying so, where that venv is absent (EDGE_DEBLUR_TRITON_PYTHON names another)."""
 
 from __future__ import annotations
 
@@ -61,19 +65,23 @@ def triton(tmp_path_factory):
     env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     log = tmp_path_factory.mktemp("triton-log") / "triton.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([str(python), str(REPO / "tests" / "serve_triton_bind.py"), str(repo / "deblur"),
+        proc = subprocess.Popen([str(python), str(REPO / "tests" / "serve_triton_bind.py"), str(repo),
                                  str(http_port), str(grpc_port), str(metrics_port)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
     try:
-        deadline = time.monotonic() + 120
-        line = ""
+        deadline = time.monotonic() + 180
+        line, skipped = "", {}
         while time.monotonic() < deadline and proc.poll() is None:
             line = proc.stdout.readline()
+            if line.startswith("skipped "):
+                name, _, why = line[len("skipped "):].partition(":")
+                skipped[name] = why.strip()
             if "ready" in line:
                 break
         if "ready" not in line:
             pytest.fail(f"Triton did not start (exit {proc.poll()}): {log.read_text()[-2000:]}")
-        yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "metrics": metrics_port}
+        yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "metrics": metrics_port,
+               "skipped": skipped}
     finally:
         try:
             proc.stdin.close()
@@ -122,3 +130,40 @@ def test_stock_grpc_client_against_triton(triton, photo):
     inp.set_data_from_numpy(crop)
     out = client.infer("deblur", [inp]).as_numpy("deblurred")
     assert out.shape == crop.shape and out.dtype == np.uint8
+
+
+def _served(triton, name):
+    if name in triton["skipped"]:
+        pytest.skip(f"the Triton venv cannot serve '{name}': {triton['skipped'][name]}")
+
+
+def test_split_mode_through_a_real_triton(triton, photo):
+    """The board's split mode against the exported ``split`` model (Triton's dynamic batcher with a
+    batch of one, its queue policy): the student's result to the bit, every middle on the server."""
+    _served(triton, "split")
+    from edge_deblur.model import Deblurrer
+    from edge_deblur.partition import OffloadConfig, SplitOffload
+
+    student = Deblurrer.load("student-rpi5", threads=1)
+    split = SplitOffload(OffloadConfig(f"http://{triton['http']}", model="split", deadline_s=60), threads=1)
+    for crop in (np.ascontiguousarray(photo[:96, :128]), np.ascontiguousarray(photo[50:171, 30:163])):
+        np.testing.assert_array_equal(split(crop), student(crop))
+    assert split.summary.split == 2 and split.summary.local == 0, str(split.summary)
+    split.close()
+
+
+def test_kernel_mode_through_a_real_triton(triton, photo):
+    """The board's kernel mode against the exported ``kernel`` model: the crop goes up, the [1, k, k]
+    kernel comes back and restores the frames on the board."""
+    _served(triton, "kernel")
+    from edge_deblur.model import Deblurrer
+    from edge_deblur.partition import KernelModeConfig, KernelOffload, OffloadConfig
+
+    student = Deblurrer.load("student-rpi5", threads=1)
+    mode = KernelOffload(KernelModeConfig(OffloadConfig(f"http://{triton['http']}", model="kernel", deadline_s=120),
+                                          crop=96, kernel_size=9), local=student)
+    frame = np.ascontiguousarray(photo[:128, :128])
+    out = mode(frame)
+    assert out.shape == frame.shape and mode.summary.kernels == 1 and mode.summary.restored == 1, str(mode.summary)
+    assert mode.kernel.shape == (9, 9) and abs(mode.kernel.sum() - 1) < 1e-6
+    mode.close()

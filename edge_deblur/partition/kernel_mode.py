@@ -87,6 +87,8 @@ class KernelOffload:
         if isinstance(exchange, str):
             return exchange
         kernel = np.asarray(exchange.output, dtype=np.float64)
+        if kernel.ndim == 3 and kernel.shape[0] == 1:  # a batch of one: Triton's exported kernel model
+            kernel = kernel[0]
         if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or not np.isfinite(kernel).all() or kernel.sum() <= 0:
             return "bad answer (kernel)"
         self.kernel, self.kernel_age = kernel / kernel.sum(), 0

@@ -294,12 +294,15 @@ class SplitRunner:
         shape = codes.shape
         body = pack(codes)
         params = request_parameters(self.cut, shape)
+        # [1, n]: a batch of one, what both `edge-deblur serve` and the exported Triton model take
         exchange = self.calls.attempt(lambda: self.client.infer(self.config.model, "features",
-                                                                np.frombuffer(body, np.uint8), timeout=self.config.deadline_s,
-                                                                parameters=params))
+                                                                np.frombuffer(body, np.uint8)[None],
+                                                                timeout=self.config.deadline_s, parameters=params))
         if isinstance(exchange, str):
             return exchange
         out = np.asarray(exchange.output)
+        if out.ndim == 2 and out.shape[0] == 1:
+            out = out[0]
         if out.dtype != np.uint8 or out.ndim != 1:
             return "bad answer (features)"
         try:

@@ -57,9 +57,11 @@ def cmd_export(args) -> int:
 
     out = export_triton(args.dir, TritonExport(model=args.model, name=args.name, max_batch_size=args.max_batch,
                                               queue_delay_us=args.queue_delay_us, max_queue=args.max_queue,
-                                              queue_timeout_us=args.queue_timeout_us, instances=args.instances))
-    print(f"wrote a Triton model repository to {out} (model '{args.name}'); "
-          f"run: tritonserver --model-repository {out}")
+                                              queue_timeout_us=args.queue_timeout_us, instances=args.instances,
+                                              extra=tuple(args.extra)))
+    models = ", ".join(f"'{m}'" for m in (args.name, *args.extra))
+    print(f"wrote a Triton model repository to {out} (models {models}); run: tritonserver --model-repository {out}"
+          + (" (split and kernel run in Triton's Python backend: install edge-deblur in its Python)" if args.extra else ""))
     return 0
 
 
@@ -99,6 +101,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=16, help="queue policy: requests waiting before rejection")
     p.add_argument("--queue-timeout-us", type=int, default=5_000_000, help="queue policy: longest wait in the queue")
     p.add_argument("--instances", type=int, default=1, help="model instances (CPU)")
+    p.add_argument("--extra", nargs="*", choices=["split", "kernel"], default=["split", "kernel"],
+                   help="Python-backend models beside deblur: split (the students' middle stages), kernel (the blind "
+                        "engine's kernel estimate) (default: both; --extra alone: none)")
     p.set_defaults(func=cmd_export)
 
 

@@ -12,6 +12,24 @@ output (as ``edge_deblur.partition`` does) works with both.
 ``max_batch_size``, waiting at most ``queue_delay_us``) with a queue policy that rejects what
 waits longer than ``queue_timeout_us`` or finds ``max_queue`` requests waiting: the same
 back-pressure as ``edge-deblur serve``'s 503. Needs ``onnx`` (the convert or test extra).
+
+Beside ``deblur``, the repository gets the two other models the board's modes call (``extra``):
+
+- ``split``: the middle stages of the bundled INT8 students (the board's ``split`` mode), and
+- ``kernel``: the blind engine's kernel estimate of a gray keyframe crop (the ``kernel`` mode),
+
+as Triton Python-backend models (``1/model.py``): their work is LiteRT and numpy code, not a graph
+Triton's ONNX Runtime backend could run (the split middle is an INT8 ``.tflite`` cut; Triton's
+TFLite backend is arm64-only; the kernel estimate is iterative Python), so the Python backend's
+stub imports this package and runs the same ``SplitModel`` / ``KernelModel`` as ``edge-deblur
+serve`` (``pip install edge-deblur`` in the Python that Triton's Python backend uses). Neither
+batches: split's features are zlib bytes of a length of their own per frame, and an estimate is
+one crop's iterations, so nothing is gained by stacking requests. Triton's queue (its bound and
+timeout, the 503 of a full server) is part of its dynamic batcher, which needs a batch dimension
+(Triton issue 6368), so both have ``max_batch_size: 1`` with a dynamic batcher that waits for
+nothing (``max_queue_delay_microseconds: 0``) and the same queue policy as ``deblur``; their
+tensors then carry a leading batch dimension of 1 (features ``[1, n]``, a crop ``[1, H, W]``, the
+kernel ``[1, k, k]``), which the board's split and kernel modes send and read.
 """
 
 from __future__ import annotations
@@ -39,6 +57,107 @@ class TritonExport:
     max_queue: int = 16
     queue_timeout_us: int = 5_000_000
     instances: int = 1
+    extra: tuple[str, ...] = ("split", "kernel")  # Python-backend models beside deblur (PYTHON_MODELS)
+
+
+# name -> (input, datatype, dims without the batch dimension, output, datatype, dims)
+PYTHON_MODELS = {
+    "split": ("features", "TYPE_UINT8", "[ -1 ]", "features", "TYPE_UINT8", "[ -1 ]"),
+    "kernel": ("image", "TYPE_UINT8", "[ -1, -1 ]", "kernel", "TYPE_FP32", "[ -1, -1 ]"),
+}
+
+MODEL_PY = '''"""Triton Python-backend model `{name}`, written by `edge-deblur export triton`: the same model as
+`edge-deblur serve`'s `{name}` (edge_deblur.serve.registry), run by this package in Triton's Python
+backend; the request's batch dimension of 1 is taken off and put back (edge_deblur.serve.export)."""
+
+import json
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from edge_deblur.serve.export import python_model
+
+        self.model = python_model("{name}")
+
+    def execute(self, requests):
+        from edge_deblur.serve.export import triton_predict
+
+        responses = []
+        for request in requests:
+            inputs = {{t.name: pb_utils.get_input_tensor_by_name(request, t.name).as_numpy() for t in self.model.inputs}}
+            outputs, error = triton_predict(self.model, inputs, json.loads(request.parameters() or "{{}}"))
+            if error is not None:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(error)))
+            else:
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()]))
+        return responses
+'''
+
+
+def python_model(name: str, threads: int = 1):
+    """The ``edge-deblur serve`` model that the exported Python-backend model ``name`` runs."""
+    from .registry import KernelModel, SplitModel, blind_estimator
+
+    if name == "split":
+        return SplitModel(threads=threads)
+    if name == "kernel":
+        estimate = blind_estimator()
+        if estimate is None:
+            raise EdgeDeblurError("the kernel model needs edge_deblur.blind.estimate_kernel in this installation")
+        return KernelModel(estimate)
+    raise EdgeDeblurError(f"no Python-backend model {name!r} (known: {', '.join(PYTHON_MODELS)})")
+
+
+def triton_predict(model, inputs: dict[str, np.ndarray], parameters: dict) -> tuple[dict[str, np.ndarray], str | None]:
+    """One Triton request (tensors with the batch dimension of ``max_batch_size: 1``) through an
+    ``edge-deblur serve`` model: (outputs with the batch dimension, None), or ({}, the error a
+    bad request gets, as ``edge-deblur serve`` words it). Triton has checked names, datatypes and
+    ranks against config.pbtxt; the model checks the rest (pixel limits, the split features'
+    student, cut and scale)."""
+    from .protocol import ProtocolError
+    from .registry import check_inputs
+
+    try:
+        if any(a.ndim < 1 or a.shape[0] != 1 for a in inputs.values()):
+            raise ProtocolError(f"model '{model.name}': one request is one item (batch dimension 1)")
+        # the serve model's own shapes: split takes [1, n] as it is; kernel's crop [1, H, W] as well
+        check_inputs(model, inputs, getattr(model, "max_pixels", 12_000_000))
+        out = model.predict(inputs, parameters)
+    except ProtocolError as e:
+        return {}, str(e)
+    # split answers a [1, n] request in [1, m] already; the kernel [k, k] gets its batch dimension
+    return {k: v if model.name == "split" else v[None] for k, v in out.items()}, None
+
+
+def python_config_pbtxt(name: str, spec: TritonExport) -> str:
+    """config.pbtxt of a Python-backend model: a batch of one, the queue policy of ``spec``."""
+    i_name, i_type, i_dims, o_name, o_type, o_dims = PYTHON_MODELS[name]
+    return f"""name: "{name}"
+backend: "python"
+max_batch_size: 1
+input [
+  {{ name: "{i_name}", data_type: {i_type}, dims: {i_dims} }}
+]
+output [
+  {{ name: "{o_name}", data_type: {o_type}, dims: {o_dims} }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 0
+  default_queue_policy {{
+    timeout_action: REJECT
+    default_timeout_microseconds: {spec.queue_timeout_us}
+    allow_timeout_override: true
+    max_queue_size: {spec.max_queue}
+  }}
+}}
+instance_group [
+  {{ count: {spec.instances}, kind: KIND_CPU }}
+]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
 
 
 def _onnx_path(model: str) -> Path:
@@ -129,8 +248,9 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 
 
 def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) -> Path:
-    """Write ``directory/<name>/config.pbtxt`` and ``directory/<name>/1/model.onnx``; returns
-    ``directory``. Written to a temporary folder and moved into place: nothing half-written."""
+    """Write ``directory/<name>/config.pbtxt`` and ``directory/<name>/1/model.onnx``, and for each
+    of ``spec.extra`` its ``config.pbtxt`` and ``1/model.py``; returns ``directory``. Each model is
+    written to a temporary folder and moved into place: nothing half-written."""
     try:
         import onnx
     except ImportError as e:
@@ -138,28 +258,50 @@ def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) ->
                               "(or the test extra)") from e
     if spec.max_batch_size < 1 or spec.max_queue < 1 or spec.instances < 1:
         raise EdgeDeblurError("max batch size, queue size and instances must be at least 1")
+    unknown = sorted(set(spec.extra) - set(PYTHON_MODELS))
+    if unknown:
+        raise EdgeDeblurError(f"no exportable model {', '.join(map(repr, unknown))} (known: {', '.join(PYTHON_MODELS)})")
     source = _onnx_path(spec.model)
     sidecar = read_sidecar(source)
     if sidecar.get("input_range", [0, 1])[1] != 1:
         raise EdgeDeblurError(f"{source}: the wrapper expects a network on [0, 1] values, the sidecar says {sidecar['input_range']}")
     model = uint8_wrapper(onnx.load(str(source)), int(sidecar.get("multiple", 16)))
     root = Path(directory)
-    target = root / spec.name
-    if target.exists() and any(target.iterdir()):
-        raise EdgeDeblurError(f"{target} exists and is not empty; remove it or choose another folder")
-    staging = root / f".{spec.name}.partial"
+    for name in (spec.name, *spec.extra):
+        if (root / name).exists() and any((root / name).iterdir()):
+            raise EdgeDeblurError(f"{root / name} exists and is not empty; remove it or choose another folder")
+    _write_model(root, spec.name, lambda staging: _write_deblur(staging, model, spec, source, sidecar))
+    for name in spec.extra:
+        _write_model(root, name, lambda staging, name=name: _write_python(staging, name, spec))
+    return root
+
+
+def _write_deblur(staging: Path, model, spec: TritonExport, source: Path, sidecar: dict) -> None:
+    import onnx
+
+    onnx.save(model, str(staging / "1" / "model.onnx"))
+    (staging / "config.pbtxt").write_text(config_pbtxt(spec))
+    with AtomicFile(staging / "source.json") as tmp:
+        tmp.write_text(json.dumps({"source": source.name, "multiple": sidecar.get("multiple", 16),
+                                   "output": OUTPUT}, indent=1))
+
+
+def _write_python(staging: Path, name: str, spec: TritonExport) -> None:
+    (staging / "1" / "model.py").write_text(MODEL_PY.format(name=name))
+    (staging / "config.pbtxt").write_text(python_config_pbtxt(name, spec))
+
+
+def _write_model(root: Path, name: str, write) -> None:
+    """``write(staging)`` into a temporary folder, then moved to ``root/name``: nothing half-written."""
+    target = root / name
+    staging = root / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "1").mkdir(parents=True)
     try:
-        onnx.save(model, str(staging / "1" / "model.onnx"))
-        (staging / "config.pbtxt").write_text(config_pbtxt(spec))
-        with AtomicFile(staging / "source.json") as tmp:
-            tmp.write_text(json.dumps({"source": source.name, "multiple": sidecar.get("multiple", 16),
-                                       "output": OUTPUT}, indent=1))
+        write(staging)
         if target.exists():
             target.rmdir()
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return root

@@ -176,8 +176,10 @@ class SplitModel:
         from ..partition.split import fingerprint
 
         self.name, self.version = name, version
-        self.inputs = [TensorSpec("features", "UINT8", (-1,))]
-        self.outputs = [TensorSpec("features", "UINT8", (-1,))]
+        # [n], or [1, n] as a Triton model with a batch dimension (max_batch_size 1, for its queue
+        # policy) takes them; the answer has the request's rank
+        self.inputs = [TensorSpec("features", "UINT8", (-1,), also=((1, -1),))]
+        self.outputs = [TensorSpec("features", "UINT8", (-1,), also=((1, -1),))]
         self._paths = {}
         for student in students:
             try:
@@ -236,7 +238,8 @@ class SplitModel:
         except ValueError as e:
             raise ProtocolError(f"model '{self.name}': {e}") from None
         below = pool.run(lambda part: part(codes)[0])
-        return {"features": np.frombuffer(pack(below), np.uint8).copy()}
+        packed = np.frombuffer(pack(below), np.uint8).copy()
+        return {"features": packed if inputs["features"].ndim == 1 else packed[None]}
 
 
 def blind_estimator():
