@@ -14,7 +14,9 @@ import numpy as np
 
 from edge_deblur.classical import defocus_psf, gaussian_psf, motion_psf
 
-KERNEL_TYPES = ("trajectory", "motion", "defocus", "gaussian")
+# "identity" last: with p_identity = 0 the kernel draws (one uniform each) are those of the mix
+# without it, so the teacher's training stream and the validation pairs are unchanged.
+KERNEL_TYPES = ("trajectory", "motion", "defocus", "gaussian", "identity")
 
 
 def srgb_to_linear(image: np.ndarray) -> np.ndarray:
@@ -110,7 +112,12 @@ class BlurConfig:
     """How training pairs are synthesised. Probabilities of the kernel types must sum to 1.
 
     Noise is Poisson-Gaussian in linear light: variance ``shot * l + read**2``. A shot gain of 5e-4
-    is close to a uniform sRGB noise of sigma 0.01, so the default range covers that case.
+    is close to a uniform sRGB noise of sigma 0.01, so the default range covers that case. With
+    probability ``p_srgb_noise`` the noise is instead Gaussian on the sRGB values, sigma drawn in
+    ``srgb_noise`` (the evaluation forward model's noise, ``converters.data.blur_photo``).
+
+    ``p_identity`` draws no blur at all (a 1x1 kernel): a sharp frame with noise, whose target is
+    the frame itself. The default mix (the teacher's) has none; ``by_class_mix`` is the students'.
     """
 
     crop: int = 128
@@ -127,19 +134,50 @@ class BlurConfig:
     exposure_stops: tuple[float, float] = (-0.5, 0.5)
     p_jpeg: float = 0.3
     jpeg_quality: tuple[int, int] = (60, 95)
+    p_identity: float = 0.0
+    p_srgb_noise: float = 0.0
+    srgb_noise: tuple[float, float] = (0.5 / 255, 4.0 / 255)
+    # Round the blurred crop to 8-bit steps, as every frame the runtime sees is: near-clean inputs
+    # then carry their quantization noise in training too.
+    quantize_8bit: bool = False
 
     def __post_init__(self):
-        total = self.p_trajectory + self.p_motion + self.p_defocus + self.p_gaussian
-        if not np.isclose(total, 1.0):
-            raise ValueError(f"kernel type probabilities must sum to 1, got {total}")
+        probabilities = self.kernel_probabilities
+        if min(probabilities) < 0 or not np.isclose(sum(probabilities), 1.0):
+            raise ValueError(f"kernel type probabilities must be >= 0 and sum to 1, got {probabilities}")
+        if not 0.0 <= self.p_srgb_noise <= 1.0 or not 0.0 <= self.p_jpeg <= 1.0:
+            raise ValueError(f"p_srgb_noise and p_jpeg must lie in [0, 1], got {self.p_srgb_noise}, {self.p_jpeg}")
+        if not 0.0 <= self.srgb_noise[0] <= self.srgb_noise[1]:
+            raise ValueError(f"srgb_noise must be a range 0 <= low <= high, got {self.srgb_noise}")
         if self.crop < 8:
             raise ValueError(f"crop must be at least 8 pixels, got {self.crop}")
+
+    @property
+    def kernel_probabilities(self) -> tuple[float, ...]:
+        """The probabilities of ``KERNEL_TYPES``, in that order."""
+        return (self.p_trajectory, self.p_motion, self.p_defocus, self.p_gaussian, self.p_identity)
+
+    @classmethod
+    def by_class_mix(cls, crop: int = 128) -> BlurConfig:
+        """The students' training mix (issue 14): the blur classes of ``converters.blur_classes`` in
+        the proportions they are validated in (six classes, one sixth each: three of shake, one each
+        of defocus, mild Gaussian and no blur), with their kernel families' ranges widened a little
+        at both ends, and half of the pairs noised as the validation frames are (Gaussian on sRGB,
+        sigma 0.5-4 levels, around its 1 and 3 levels), half with the sensor's Poisson-Gaussian noise
+        at the teacher mix's levels. JPEG on one pair in ten: the validation frames have none, and
+        a JPEG'd sharp frame's target is the uncompressed photo, which a small student should not
+        spend its capacity on. Chosen from the class definitions, not from held-out scores."""
+        return cls(crop=crop, p_trajectory=0.47, p_motion=0.03, p_defocus=1 / 6, p_gaussian=1 / 6,
+                   p_identity=1 / 6, kernel_sizes=(9, 33), motion_length=(3.0, 21.0), defocus_radius=(1.0, 4.5),
+                   gaussian_sigma=(0.5, 2.0), p_jpeg=0.1, p_srgb_noise=0.5, quantize_8bit=True)
 
 
 def random_kernel(rng: np.random.Generator, config: BlurConfig = BlurConfig()) -> np.ndarray:
     """One training kernel: a trajectory, linear-motion, defocus or Gaussian PSF drawn with the
     configured probabilities and sizes. Measured kernels (Levin et al.) are never drawn here."""
-    kind = rng.choice(KERNEL_TYPES, p=[config.p_trajectory, config.p_motion, config.p_defocus, config.p_gaussian])
+    kind = rng.choice(KERNEL_TYPES, p=list(config.kernel_probabilities))
+    if kind == "identity":
+        return np.ones((1, 1))
     lo, hi = config.kernel_sizes
     if kind == "trajectory":
         return trajectory_kernel(rng, size=int(rng.integers(lo // 2, hi // 2 + 1)) * 2 + 1)
@@ -204,8 +242,17 @@ def synthesize_pair(
     linear = np.minimum(linear * np.float32(2.0 ** rng.uniform(*config.exposure_stops)), 1.0)
     inner = np.s_[pad : pad + config.crop, pad : pad + config.crop]
     blurred = blur_linear(linear, kernel)[inner]
-    blurred = add_sensor_noise(blurred, rng, rng.uniform(*config.shot_noise), rng.uniform(*config.read_noise))
-    blurred = linear_to_srgb(np.clip(blurred, 0, 1))
+    # The extra draw only when the option is on: the default mix's stream stays as it was.
+    srgb_noise = config.p_srgb_noise > 0 and rng.uniform() < config.p_srgb_noise
+    if srgb_noise:
+        blurred = linear_to_srgb(np.clip(blurred, 0, 1))
+        blurred = blurred + np.float32(rng.uniform(*config.srgb_noise)) * rng.standard_normal(blurred.shape, dtype=np.float32)
+        blurred = np.clip(blurred, 0, 1)
+    else:
+        blurred = add_sensor_noise(blurred, rng, rng.uniform(*config.shot_noise), rng.uniform(*config.read_noise))
+        blurred = linear_to_srgb(np.clip(blurred, 0, 1))
     if rng.uniform() < config.p_jpeg:
         blurred = jpeg_roundtrip(blurred, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
+    elif config.quantize_8bit:
+        blurred = np.round(blurred * 255) / np.float32(255)
     return blurred, linear_to_srgb(linear[inner]), kernel

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.blur import BlurConfig
 from edge_deblur.errors import ModelError
 from edge_deblur.images import AtomicFile
 
@@ -76,6 +77,15 @@ class ConvertConfig:
     gt_weight: float = 1.0  # L1 to the sharp crop
     output_weight: float = 1.0  # L1 to the teacher's output
     feature_weight: float = 0.1  # L1 of the hint regressor to the teacher's normalised bottleneck
+    # Issue 14 part 2. The pairs both training sets are synthesised with (crop set by crops/finetune_crop):
+    # the validation classes in proportion, sharp frames included (``BlurConfig.by_class_mix``).
+    blur: BlurConfig = BlurConfig.by_class_mix()
+    # "harm": no teacher term on crops the teacher makes worse than its input (distill.teacher_trust).
+    teacher_mask: str = "harm"
+    # The INT8 output on the input's grid (converters.output_grid): the last ADD rounds to the frame's
+    # own 8-bit steps, so a near-identity correction of a near-clean frame is not re-rounded to the
+    # calibrated range's coarser steps (1.28 levels for the previous rpi5 student).
+    output_grid: bool = True
     min_width: int = 16
     calibration: int = 128  # representative crops for INT8 calibration
     eval_photos: int | None = None  # held-out photos to validate on (None: all 24)
@@ -250,7 +260,8 @@ class Conversion:
 
         c = self.config
         settings = dict(steps=steps, batch_size=c.batch_size, learning_rate=c.learning_rate, gt_weight=c.gt_weight,
-                        output_weight=c.output_weight, feature_weight=c.feature_weight, seed=c.seed, checkpoint_every=max(5, min(250, steps // 4)))
+                        output_weight=c.output_weight, feature_weight=c.feature_weight, seed=c.seed,
+                        checkpoint_every=max(5, min(250, steps // 4)), teacher_mask=c.teacher_mask)
         return TrainConfig(**{**settings, **overrides})
 
     def base_spec(self):
@@ -301,11 +312,14 @@ class Conversion:
         # teacher keep their steps while any change of range or size redoes everything downstream.
         t = self.teacher
         how = [] if (t.value_range, t.layout, t.fixed_size) == ("0-1", "NHWC", None) else [t.run_fingerprint]
+        blur = replace(c.blur, crop=crop)
+        # The teacher's own mix keeps the fingerprint it always had; any other mix joins the key.
+        mix = [] if blur == BlurConfig(crop=crop) else [asdict(blur)]
         fp = _fingerprint("data-v2", t.fingerprint, count, crop, seed,
-                          t.predict_features is not None, *how)  # whether the set holds hint features
+                          t.predict_features is not None, *how, *mix)  # whether the set holds hint features
 
         def body():
-            make_distill_set(self.teacher, count, crop, seed, path, log=_log)
+            make_distill_set(self.teacher, count, crop, seed, path, log=_log, blur=blur)
             return {"crops": count, "crop": crop}
 
         if not path.exists():
@@ -381,12 +395,17 @@ class Conversion:
         from converters.student import litert_student
 
         folder = self.work / step
-        fp = _fingerprint(step, "folded-stem", "mse-ranges-v2", fp, self.config.calibration)
+        grid = ["output-grid-input"] if self.config.output_grid else []
+        fp = _fingerprint(step, "folded-stem", "mse-ranges-v2", fp, self.config.calibration, *grid)
 
         def body():
+            from converters.output_grid import output_on_input_grid
+
             model = litert_student(self.student(widths, model_weights))
             quantize_int8(model, representative_crops(count=self.config.calibration, crop=256, seed=self.config.seed + 5),
                           folder / "int8.tflite")
+            if self.config.output_grid:
+                output_on_input_grid(folder / "int8.tflite", folder / "int8.tflite")
             export_tflite(model, folder / "float.tflite")
             return validation_scores(folder / "float.tflite", folder / "int8.tflite")
 
@@ -416,6 +435,7 @@ class Conversion:
                    "multiple": multiple_of(model), "tile": self.target.tile,
                    "precision": self.target.precision, "teacher": self.config.teacher,
                    **({"providers": list(self.target.providers)} if self.target.providers else {}),
+                   **({"output_grid": "input"} if int8_dir is not None and self.config.output_grid else {}),
                    "architecture": {"widths": list(widths), "blocks": list(spec.blocks), "middle": spec.middle,
                                     "attention": spec.attention}}
         for path in files.values():  # the float twin too: the runtime needs its stride and tile

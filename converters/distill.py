@@ -13,7 +13,9 @@ that cache. The loss is
 
     L = w_gt |s(x) - y| + w_out |s(x) - t(x)| + w_feat |A f_s(x) - (f_t(x) - mu) / sigma|
 
-with ``y`` the sharp crop, ``t`` the teacher, ``f_s``/``f_t`` the student's and teacher's features at
+with ``y`` the sharp crop, ``t`` the teacher (its term weighted per crop by ``teacher_trust`` when
+``TrainConfig.teacher_mask`` is "harm": none on a crop the teacher makes worse than its input,
+where the ground truth alone is the target), ``f_s``/``f_t`` the student's and teacher's features at
 the same resolution (the teacher's lowest, 1/8 for ours; no hint term when the student has no
 stage at that resolution), ``A`` a 1x1 convolution that is dropped after training (FitNets' hint
 regressor), ``mu``/``sigma`` the teacher features' per-channel statistics over the cache.
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -50,13 +52,15 @@ from converters.sources import (  # noqa: E402,F401
 # The distillation set
 
 
-def make_distill_set(teacher: Teacher, count: int, crop: int, seed: int, path: Path, log=print) -> Path:
-    """Synthesise ``count`` training crops (``converters.blur.synthesize_pair``), run the teacher on
-    them and save ``blurred``, ``sharp``, ``teacher`` (and ``features`` with their per-channel
-    ``mean``/``std``) as float16 in one ``.npz``, written atomically."""
+def make_distill_set(teacher: Teacher, count: int, crop: int, seed: int, path: Path, log=print,
+                     blur: BlurConfig | None = None) -> Path:
+    """Synthesise ``count`` training crops (``converters.blur.synthesize_pair`` with ``blur``'s mix,
+    default the teacher's, at ``crop`` pixels), run the teacher on them and save ``blurred``,
+    ``sharp``, ``teacher`` (and ``features`` with their per-channel ``mean``/``std``) as float16 in
+    one ``.npz``, written atomically."""
     rng = np.random.default_rng(seed)
     photos = [photo for _, photo in training_photos() if min(photo.shape[:2]) > crop + 64]
-    config = BlurConfig(crop=crop)
+    config = replace(blur or BlurConfig(), crop=crop)
     arrays: dict[str, list[np.ndarray]] = {"blurred": [], "sharp": [], "teacher": [], "features": []}
     started, chunk = time.monotonic(), 64
     for start in range(0, count, chunk):
@@ -110,6 +114,30 @@ class TrainConfig:
     qat: bool = False
     seed: int = 0
     checkpoint_every: int = 250
+    # "harm": the teacher term counts only on crops where the teacher's output is closer to the sharp
+    # crop than its input is (``teacher_trust``); "none": on every crop.
+    teacher_mask: str = "none"
+
+    def __post_init__(self):
+        if self.teacher_mask not in TEACHER_MASKS:
+            raise ValueError(f"teacher_mask must be one of {', '.join(TEACHER_MASKS)}, got {self.teacher_mask!r}")
+
+
+TEACHER_MASKS = ("none", "harm")
+
+
+def teacher_trust(blurred, sharp, teacher):
+    """Per crop of an NHWC batch, 1.0 where the teacher's output is closer (MSE) to the sharp crop
+    than the blurred input is, else 0.0: the crops where distilling the teacher teaches harm. On a
+    sharp frame the bundled teacher takes a 48 dB input to 31 dB (docs/BENCHMARKS.md, issue 14), and
+    a student pulled towards that output learns to do the same; there the ground-truth term alone
+    is its target. Works on NumPy arrays and TensorFlow tensors alike; returns float32 of shape (B,)."""
+    import tensorflow as tf
+
+    def mse(a, b):
+        return tf.reduce_mean(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)), axis=[1, 2, 3])
+
+    return tf.cast(mse(teacher, sharp) < mse(blurred, sharp), tf.float32)
 
 
 @dataclass
@@ -212,8 +240,12 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
     if config.pixel_loss not in ("l1", "l2"):
         raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {config.pixel_loss!r}")
 
-    def pixel(error):
-        return tf.reduce_mean(tf.abs(error) if config.pixel_loss == "l1" else tf.square(error))
+    def pixel(error, weights=None):
+        per_pixel = tf.abs(error) if config.pixel_loss == "l1" else tf.square(error)
+        if weights is None:
+            return tf.reduce_mean(per_pixel)
+        # Divided by the whole batch, not by the trusted crops: the teacher's share shrinks with them.
+        return tf.reduce_mean(weights * tf.reduce_mean(per_pixel, axis=[1, 2, 3]))
 
     @tf.function(reduce_retracing=True)
     def step(blurred, sharp, target, features, lr):
@@ -226,7 +258,8 @@ def train_student(student: keras.Model, data: dict[str, np.ndarray], config: Tra
         with tf.GradientTape() as tape:
             out = trainer(blurred, training=True)
             out = out if isinstance(out, (list, tuple)) else [out]
-            loss = config.gt_weight * pixel(out[0] - sharp) + config.output_weight * pixel(out[0] - target)
+            trust = teacher_trust(blurred, sharp, target) if config.teacher_mask == "harm" else None
+            loss = config.gt_weight * pixel(out[0] - sharp) + config.output_weight * pixel(out[0] - target, trust)
             if adapter is not None:
                 loss += config.feature_weight * tf.reduce_mean(tf.abs(adapter(out[1]) - (features - mean) / std))
         grads = tape.gradient(loss, variables)

@@ -154,3 +154,54 @@ def test_center_kernel_only_translates(levin_kernels):
         assert abs((c * yy).sum() - (c.shape[0] - 1) / 2) <= 0.5 and abs((c * xx).sum() - (c.shape[1] - 1) / 2) <= 0.5
         assert c.shape[0] % 2 == 1 and c.sum() == pytest.approx(1.0, abs=1e-12)
         np.testing.assert_array_equal(np.sort(c[c > 0]), np.sort(k[k > 0]))  # same values, moved
+
+
+def test_the_teachers_mix_draws_the_stream_it_always_drew(photo):
+    """Issue 14's options (identity kernels, sRGB noise, 8-bit rounding) are off in the default mix
+    and cost it no random draw: the kernel sizes and the generator's position after 12 pairs are
+    those of the code before them (measured on it), so the teacher's training stream and the
+    validation pairs did not move."""
+    rng = np.random.default_rng(7)
+    sizes = [synthesize_pair(photo, rng, BlurConfig(crop=48))[2].shape[0] for _ in range(12)]
+    assert sizes == [27, 31, 35, 11, 15, 17, 17, 33, 31, 9, 27, 31]
+    assert rng.integers(1 << 30) == 2612894
+
+
+def test_identity_pairs_are_the_sharp_crop_with_srgb_noise_on_8_bit_steps(photo):
+    """A no-blur pair with the evaluation's noise (Gaussian on sRGB) is the sharp crop plus noise of
+    the drawn sigma, rounded to 8-bit steps like a frame."""
+    config = BlurConfig(crop=96, p_trajectory=0.0, p_motion=0.0, p_defocus=0.0, p_gaussian=0.0, p_identity=1.0,
+                        p_srgb_noise=1.0, srgb_noise=(3 / 255, 3 / 255), p_jpeg=0.0, exposure_stops=(0.0, 0.0),
+                        quantize_8bit=True)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        blurred, sharp, kernel = synthesize_pair(photo, rng, config)
+        assert kernel.shape == (1, 1)
+        np.testing.assert_allclose(blurred * 255, np.round(blurred * 255), atol=1e-3)
+        noise = (blurred - sharp)[(sharp > 0.05) & (sharp < 0.95)]  # away from the clip
+        # 3 levels of Gaussian noise plus rounding's 1/sqrt(12) level, sharp crop itself on 8-bit steps
+        assert np.std(noise) * 255 == pytest.approx(np.hypot(3, 12 ** -0.5), rel=0.05)
+        assert abs(np.mean(noise)) * 255 < 0.1
+
+
+def test_the_students_mix_follows_the_validation_classes():
+    """``BlurConfig.by_class_mix``: a sixth of the kernels is no blur, a sixth each defocus and
+    Gaussian, the rest shake, with shake sizes from below the smallest validation class (11 px) to
+    above the largest (31 px); half the pairs take the sRGB noise."""
+    config = BlurConfig.by_class_mix()
+    rng = np.random.default_rng(3)
+    kernels = [random_kernel(rng, config) for _ in range(1200)]
+    identity = np.mean([k.shape == (1, 1) for k in kernels])
+    assert identity == pytest.approx(1 / 6, abs=0.03)
+    assert config.p_defocus == config.p_gaussian == pytest.approx(1 / 6)
+    assert config.p_trajectory + config.p_motion == pytest.approx(0.5)
+    assert config.kernel_sizes[0] <= 11 and config.kernel_sizes[1] >= 31  # trajectory sides, odd
+    assert max(k.shape[0] for k in kernels) >= 31
+    assert config.p_srgb_noise == 0.5 and config.quantize_8bit and config.p_jpeg < BlurConfig().p_jpeg
+
+
+@pytest.mark.parametrize("bad", [dict(p_identity=0.2), dict(p_trajectory=1.1, p_motion=-0.2),
+                                 dict(p_srgb_noise=1.5), dict(srgb_noise=(0.02, 0.01))])
+def test_a_mix_that_is_no_distribution_is_refused(bad):
+    with pytest.raises(ValueError):
+        BlurConfig(**bad)

@@ -144,3 +144,28 @@ def test_the_benchmark_prints_one_table_per_student(data_dir, capsys, tmp_path):
     bare.write_text(json.dumps({"name": "student-y", "quality": {}}))
     assert students_by_class.main(["--cards", str(bare)]) == 1  # a named card without the section
 
+
+
+def test_benchmark_side_by_side_table(tmp_path, capsys, data_dir):
+    """``--side-by-side``: one table of every model per cell, and a mean row whose kept share is the
+    mean student gain over the mean teacher gain of the cells with a gain, as the JSON rows give."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import students_by_class
+
+    out = tmp_path / "rows.json"
+    models = ["student-rpi5", "student-rpi4"]
+    assert students_by_class.main(["--photos", "1", "--crop", "128", "--models", *models, "--side-by-side",
+                                   "--json", str(out)]) == 0
+    text = capsys.readouterr().out.split("side by side")[1]
+    assert "| student-rpi5 PSNR | student-rpi5 kept | student-rpi5 verdict | student-rpi4 PSNR |" in text
+    assert text.count("| small shake |") == 2 and text.count("| noise only |") == 2
+    summaries = json.loads(out.read_text())
+    mean_row = next(line for line in text.splitlines() if line.startswith("| mean of the"))
+    for name in models:
+        rows = [r for r in summaries[name]["rows"] if r["gain_kept"] is not None]
+        kept = sum(r["student_gain_db"] for r in rows) / sum(r["teacher_gain_db"] for r in rows)
+        assert f"| {kept:.0%} |" in mean_row

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.convert
 
 
 from converters.convert import XNNPACK_INT8_OPS, Conversion, ConvertConfig  # noqa: E402
-from converters.distill import TrainConfig, train_student  # noqa: E402
+from converters.distill import TrainConfig, teacher_trust, train_student  # noqa: E402
 from converters.prune import channel_importance, choose_widths, prune_student  # noqa: E402
 from converters.quantize import tflite_ops  # noqa: E402
 from converters.student import build_student, student_macs, student_spec, student_widths  # noqa: E402
@@ -283,6 +283,57 @@ def test_fine_tuning_loss_and_symmetries(tmp_path, photo):
         # the pair turns together: the noise that separates them turns with them
         np.testing.assert_array_equal(b - a, _symmetry([pair[1] - pair[0], dummy], k)[0][0])
     np.testing.assert_array_equal(turned[1][0][0], np.rot90(pair[0], 1, axes=(1, 2)))
+
+
+def test_teacher_trust_drops_the_teacher_where_it_harms(tmp_path, photo):
+    """``teacher_mask="harm"``: per crop, the teacher term counts only where the teacher's output is
+    closer to the sharp crop than the input is. Against a teacher that harms every crop, training is
+    exactly training on the ground truth alone; against one that helps every crop, exactly the
+    unmasked loss; a misspelt mask is refused."""
+    crops = np.stack([photo[y : y + 32, x : x + 32] for y, x in ((0, 0), (100, 40), (200, 300), (64, 400))])
+    sharp = (crops.astype(np.float32) / 255).astype(np.float16)
+    rng = np.random.default_rng(0)
+    blurred = np.clip(sharp + rng.normal(0, 0.02, sharp.shape), 0, 1).astype(np.float16)
+    harmful = np.clip(sharp + rng.normal(0, 0.2, sharp.shape), 0, 1).astype(np.float16)  # a sharpened-noise teacher
+    mixed = np.concatenate([sharp[:2], harmful[2:]])
+    np.testing.assert_array_equal(np.asarray(teacher_trust(blurred, sharp, mixed)), [1, 1, 0, 0])
+
+    def first_loss(teacher, **settings):
+        config = TrainConfig(steps=2, batch_size=4, checkpoint_every=2, warmup=1, **settings)
+        data = {"blurred": blurred, "sharp": sharp, "teacher": teacher}
+        return train_student(build_student((8, 16), (1, 1), 1), data, config, tmp_path / str(len(list(tmp_path.iterdir()))),
+                             log=lambda m: None).losses[0][1]
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    masked = first_loss(harmful, teacher_mask="harm")
+    keras.utils.set_random_seed(0)
+    gt_only = first_loss(harmful, output_weight=0.0)
+    keras.utils.set_random_seed(0)
+    unmasked = first_loss(harmful)
+    assert masked == pytest.approx(gt_only, rel=1e-5) and unmasked > 2 * masked
+    keras.utils.set_random_seed(0)
+    helped = first_loss(sharp, teacher_mask="harm")
+    keras.utils.set_random_seed(0)
+    assert helped == pytest.approx(first_loss(sharp), rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_mask"):
+        TrainConfig(steps=1, teacher_mask="always")
+
+
+def test_quick_conversion_uses_the_class_mix_the_teacher_mask_and_the_output_grid(quick):
+    """Issue 14 part 2: the chain's defaults are the students' blur mix (no-blur pairs included), the
+    teacher term masked where it harms, and the INT8 output on the input's grid, all in the card;
+    the runtime then reads the output with the input's XOR."""
+    from converters.blur import BlurConfig
+
+    card = _card(quick)
+    assert card["config"]["blur"]["p_identity"] == pytest.approx(BlurConfig.by_class_mix().p_identity)
+    assert card["config"]["blur"]["p_identity"] > 0
+    assert card["config"]["teacher_mask"] == "harm" and card["config"]["output_grid"] is True
+    student = Deblurrer.load(quick / "student-rpi5.tflite", threads=1)
+    assert student.info.output_quant == student.info.input_quant and student._fused.out_xor
+    assert json.loads((quick / "student-rpi5.json").read_text())["output_grid"] == "input"
 
 
 def _random_student(widths, seed=0, attention=0):
