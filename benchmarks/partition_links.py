@@ -56,6 +56,7 @@ from serve_link import NamespaceUnavailable, VethLink  # noqa: E402
 LINKS = [(mbit, rtt) for mbit in (1, 10, 100) for rtt in (5, 50, 150)]
 MODES = ("local", "offload", "offload png", "offload jpeg:90", "offload webp:90", "split")
 LOSSLESS = ("local", "offload", "offload png", "split")
+QUIET: dict[str, dict] = {}  # the board's parts' quiet times (Slower), learned once per run
 ALLOWED_LOSS_DB = 0.1  # the lossy planner's max_quality_loss_db: jpeg:90 (0.06 dB) and webp:90 (0.07) within it
 
 
@@ -83,9 +84,12 @@ class Slower:
     rest). The other jobs on this shared host then move the board's times only when they make a
     call slower than that, not by ``factor`` times their own delay."""
 
-    def __init__(self, fn, factor: float):
+    def __init__(self, fn, factor: float, quiet: dict | None = None):
         self.fn, self.factor = fn, factor
-        self.quiet: dict[tuple, tuple[float, int]] = {}  # input shapes -> (fastest seconds, calls seen)
+        # input shapes -> (fastest seconds, calls seen); shared between the wrappers of one board part
+        # (``QUIET``): its speed is the board's, not learned again by each new wrapper, maybe beside a
+        # probe that shares the core
+        self.quiet: dict[tuple, tuple[float, int]] = {} if quiet is None else quiet
 
     def __call__(self, *args):
         start = time.perf_counter()
@@ -170,7 +174,8 @@ class Proxy:
 def board_modes(url: str, token: str, board, slowdown: float, threads: int, deadline_s: float = 120) -> dict:
     """Every mode, each on a connection of its own (as ``partitioned_method`` makes them)."""
     split = SplitOffload(OffloadConfig(url, token, model="split", deadline_s=deadline_s), threads=threads)
-    split.runner.head, split.runner.tail = Slower(split.runner.head, slowdown), Slower(split.runner.tail, slowdown)
+    split.runner.head = Slower(split.runner.head, slowdown, QUIET.setdefault("split head", {}))
+    split.runner.tail = Slower(split.runner.tail, slowdown, QUIET.setdefault("split tail", {}))
     modes = {"local": board}
     for name in MODES[1:-1]:
         encoding = name.split(" ")[1] if " " in name else "raw"

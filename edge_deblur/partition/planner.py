@@ -33,9 +33,11 @@ probed when the link gets better. A measured remote mode not chosen for ``reprob
 is probed again only when its modelled time is within ``probe_margin`` of the best (each such
 re-probe that finds it still losing doubles its interval, to 64x); ``local`` is re-run on a frame
 when it is losing and stale. A probe runs beside a frame (on a one-core board the split mode's
-head and tail share the core with it), so it can measure a mode slower than it is: a mode known
-only from probes and expected within ``trial_margin`` (1.15x) of the best gets one frame of its own
-(reason ``trial``, once per ``reprobe_every`` frames), whose time replaces the probes'. A probe that fails marks the mode unavailable until its next re-probe.
+head and tail share the core with it), so it can measure a mode slower than it is: a mode last
+measured by a probe and expected within ``trial_margin`` (1.15x) of the best gets one frame of its
+own (reason ``trial``, once per ``reprobe_every`` frames), and a frame's time always replaces an
+estimate that probes made (frames then average among themselves). A probe that fails marks the
+mode unavailable until its next re-probe.
 
 Offload encodings: a mode whose ``quality_loss_db`` (the measured loss of its encoding,
 ``encoding.QUALITY_LOSS_DB``) exceeds ``PlannerConfig.max_quality_loss_db`` is refused when the
@@ -280,6 +282,7 @@ class Planner:
         self.wire: dict[str, tuple[float, float]] = {}  # mode -> (bytes per frame, implied bytes/s), moving averages
         self._guess: dict[tuple[str, tuple], tuple[float, float, float]] = {}  # wire_estimate per (mode, shape)
         self._frame_runs: Counter = Counter()  # (mode, frame shape) -> frames it did (not probes)
+        self._source: dict[tuple[str, tuple], str] = {}  # what measured the estimate last: "probe" or "frame"
         self._last_trial: dict[tuple[str, tuple], int] = {}
         self._frame = 0
         self._lock = threading.Lock()
@@ -495,7 +498,7 @@ class Planner:
         return mode, reason, probe
 
     def _trial(self, measured: list[str], best: str, shape: tuple) -> str | None:
-        """A remote mode measured only by background probes, expected within ``trial_margin`` of the
+        """A remote mode last measured by a background probe, expected within ``trial_margin`` of the
         best: one frame of its own, once per ``reprobe_every`` frames. A probe runs beside a frame
         (on a board of one core, the split mode's head and tail share it with the frame), so it can
         measure a mode slower than it is; a frame costs at most the margin more to find out."""
@@ -504,7 +507,7 @@ class Planner:
         t_best = self.expected(best, shape)
         for mode in measured:
             key = (mode, shape)
-            if mode in ("local", best) or self._frame_runs[key] or not self._stale_trial(key):
+            if mode in ("local", best) or self._source.get(key) != "probe" or not self._stale_trial(key):
                 continue
             if self.expected(mode, shape) <= self.config.trial_margin * t_best and (
                     self.config.deadline_s is None or self.expected(mode, shape) <= self.config.deadline_s):
@@ -557,6 +560,7 @@ class Planner:
                 with self._lock:
                     if outcome is True:
                         self._learn(mode, shape, seconds, _bytes(method) - before)
+                        self._source[key] = "probe"
                         self.summary.probes[(mode, "measured")] += 1
                     else:
                         self.estimates[key] = UNAVAILABLE
@@ -621,7 +625,9 @@ class Planner:
                 with self._lock:
                     self._busy -= 1
         with self._lock:
-            self._learn(mode, shape, seconds, _bytes(method) - before, replace=reason == "trial")
+            # a frame's time replaces what probes measured (they ran beside frames); frames average
+            self._learn(mode, shape, seconds, _bytes(method) - before, replace=self._source.get((mode, shape)) == "probe")
+            self._source[(mode, shape)] = "frame"
             self._frame_runs[(mode, shape)] += 1
             if reason == "trial":
                 self._last_trial[(mode, shape)] = self._frame
