@@ -724,3 +724,25 @@ def test_a_mode_probed_slow_beside_the_frames_gets_one_trial_frame(frames):
     near, far = run(0.13), run(0.21)
     assert near.reasons[("split", "trial")] == 1 and near.frames["split"] >= 6, str(near)
     assert far.reasons[("split", "trial")] == 0 and far.frames["split"] == 0, str(far)
+
+
+def test_no_probe_runs_beside_frames_that_go_to_the_server(frames):
+    """Split measured first wins (0.1 s against local's 0.2 s): from then on the frames go to the
+    server, so offload (which could win too: its bound is low) is not probed beside them; a probe
+    would queue the frames behind it at the server."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 100e6)
+    link.true_throughput = 100e6
+    split, offload = _Remote(clock, link, 0.08, 100_000), _Remote(clock, link, 0.12, 460_000)
+    split.encoding = None  # not an offload encoding
+    planner = Planner({"local": _local(clock, 0.2), "split": split, "offload": offload},
+                      PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
+    for _ in range(3):  # local twice; split probed first (its bound is the lowest)
+        planner(frames[0])
+        planner.finish()
+    assert planner.summary.probes[("split", "measured")] == 2 and offload.calls == 0, str(planner.summary)
+    for _ in range(15):
+        planner(frames[0])
+        planner.finish()
+    assert planner.summary.frames["split"] >= 14 and offload.calls == 0, str(planner.summary)

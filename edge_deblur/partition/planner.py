@@ -36,8 +36,11 @@ when it is losing and stale. A probe runs beside a frame (on a one-core board th
 head and tail share the core with it), so it can measure a mode slower than it is: a mode last
 measured by a probe and expected within ``trial_margin`` (1.15x) of the best gets one frame of its
 own (reason ``trial``, once per ``reprobe_every`` frames), and a frame's time always replaces an
-estimate that probes made (frames then average among themselves). A probe that fails marks the
-mode unavailable until its next re-probe.
+estimate that probes made (frames then average among themselves). Probes share the server with
+frames: one is started only on a frame that stays on the board (when the best mode is ``local``),
+a probe overlapped by a remote frame is dropped, and a remote frame beside a probe is not learned
+from (each measured the other's queue). A probe that fails marks the mode unavailable until its
+next re-probe.
 
 Offload encodings: a mode whose ``quality_loss_db`` (the measured loss of its encoding,
 ``encoding.QUALITY_LOSS_DB``) exceeds ``PlannerConfig.max_quality_loss_db`` is refused when the
@@ -290,6 +293,7 @@ class Planner:
         self._ping: threading.Thread | None = None
         self._last_ping = -float("inf")
         self._pings_started = 0
+        self._remote_frames = 0  # frames sent to a remote mode so far (a probe beside one is not kept)
         self._busy = 0  # transfers in flight (a remote frame, a probe): the link monitor does not ping over them
         self._generation = 0
         if link is not None:
@@ -490,20 +494,22 @@ class Planner:
             return "local", "first measurement", probe
         measured = [m for m in self.modes if self._measured(m, shape) and self.estimates[(m, shape)] != UNAVAILABLE]
         if self._stale("local", shape) and len(measured) > 1 and self._best(measured, shape)[0] != "local":
-            return "local", "re-probe", probe
+            return "local", "re-probe", None  # (the next frames go remote: no probe beside them)
         mode, reason = self._best(measured, shape)
         trial = self._trial(measured, mode, shape)
         if trial is not None:
-            return trial, "trial", probe
-        return mode, reason, probe
+            return trial, "trial", None
+        # a probe shares the server (and the link) with frames: it is started only while the frames
+        # stay on the board, so no frame queues behind it at the server
+        return mode, reason, probe if mode == "local" else None
 
     def _trial(self, measured: list[str], best: str, shape: tuple) -> str | None:
         """A remote mode last measured by a background probe, expected within ``trial_margin`` of the
         best: one frame of its own, once per ``reprobe_every`` frames. A probe runs beside a frame
         (on a board of one core, the split mode's head and tail share it with the frame), so it can
         measure a mode slower than it is; a frame costs at most the margin more to find out."""
-        if self.config.trial_margin <= 1:
-            return None
+        if self.config.trial_margin <= 1 or (self._probe is not None and self._probe.is_alive()):
+            return None  # (a trial frame beside a probe would not be learned from)
         t_best = self.expected(best, shape)
         for mode in measured:
             key = (mode, shape)
@@ -550,6 +556,7 @@ class Planner:
                 with self._lock:
                     self._busy += 1
                     self._generation += 1
+                    remote_before = self._remote_frames
                 start = self._clock()
                 try:
                     outcome = probe(copy)
@@ -558,6 +565,11 @@ class Planner:
                     with self._lock:
                         self._busy -= 1
                 with self._lock:
+                    if outcome is True and self._remote_frames != remote_before:
+                        # a frame went to the server meanwhile: this measured its queue too; not kept
+                        self.summary.probes[(mode, "dropped: beside a remote frame")] += 1
+                        self._last_run[key] = self._frame
+                        return
                     if outcome is True:
                         self._learn(mode, shape, seconds, _bytes(method) - before)
                         self._source[key] = "probe"
@@ -612,10 +624,12 @@ class Planner:
         method = self.modes[mode]
         before = _bytes(method)
         remote = mode != "local"
+        probing = self._probe is not None and self._probe.is_alive()
         if remote:
             with self._lock:
                 self._busy += 1
                 self._generation += 1
+                self._remote_frames += 1
         start = self._clock()
         try:
             result = method(frame)
@@ -625,9 +639,15 @@ class Planner:
                 with self._lock:
                     self._busy -= 1
         with self._lock:
-            # a frame's time replaces what probes measured (they ran beside frames); frames average
-            self._learn(mode, shape, seconds, _bytes(method) - before, replace=self._source.get((mode, shape)) == "probe")
-            self._source[(mode, shape)] = "frame"
+            # a remote frame beside a probe queued behind it at the server: its time is not the mode's
+            probing = remote and (probing or (self._probe is not None and self._probe.is_alive()))
+            if probing:
+                self.summary.probes[(mode, "frame not measured: beside a probe")] += 1
+            else:
+                # a frame's time replaces what probes measured (they ran beside frames); frames average
+                self._learn(mode, shape, seconds, _bytes(method) - before,
+                            replace=self._source.get((mode, shape)) == "probe")
+                self._source[(mode, shape)] = "frame"
             self._frame_runs[(mode, shape)] += 1
             if reason == "trial":
                 self._last_trial[(mode, shape)] = self._frame
