@@ -15,6 +15,8 @@ true kernel (the ceiling), blind (estimated kernel, same restoration) and auto (
 teacher where the checks fail, or the input where it already reads sharp: AutoDeblurrer as shipped).
 
     python benchmarks/blind.py --threads 2 [--sets levin,classes] [--limit N] [--pictures docs/images]
+    python benchmarks/blind.py --sets validation --json val.json && python benchmarks/blind.py --choose-limits val.json
+    python benchmarks/blind.py --rescore rows.json [--limits 1.5 2.0]   (the tables again, auto with other limits)
 """
 
 from __future__ import annotations
@@ -74,6 +76,25 @@ def pairs(set_name: str, seed: int = 0):
     return out
 
 
+class Replay(BlindDeblurrer):
+    """The blind method, replaying its last result when it is asked again about the same image:
+    ``auto`` (the shipped AutoDeblurrer, gate, checks and fallback) then reuses the blind column's
+    estimate instead of estimating the same kernel a second time (the estimate is deterministic)."""
+
+    def __init__(self, blind: BlindDeblurrer):
+        super().__init__(blind.denoiser, blind.config)
+        self._memo = None
+
+    def deblur_float(self, x, sigma=None, denoised=None):
+        key = (x.shape, hash(x.tobytes()))
+        if self._memo is not None and self._memo[0] == key:
+            self.last = self._memo[2]
+            return self._memo[1].copy()
+        y = super().deblur_float(x, sigma, denoised)
+        self._memo = (key, y.copy(), self.last)
+        return y
+
+
 def scores(sharp, out) -> dict:
     ref_c, test_c, shift = align_upto_shift(sharp, out)
     return {"psnr": psnr(sharp, out), "ssim": ssim(sharp, out),
@@ -81,8 +102,10 @@ def scores(sharp, out) -> dict:
 
 
 def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, teacher, student, limit: int | None,
-            pictures: Path | None) -> list[dict]:
-    rows = []
+            pictures: Path | None, rows: list[dict] | None = None, saved=None) -> list[dict]:
+    """Every method on every pair of the set; each row is appended to ``rows`` (and ``saved(rows)``
+    called after it, so that a long run keeps what it has measured)."""
+    rows = [] if rows is None else rows
     data = pairs(set_name)[:limit]
     for i, (name, cls, b, s, kernel) in enumerate(data):
         t0 = time.perf_counter()
@@ -102,6 +125,8 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, te
         for m, o in outs.items():
             row[m] = scores(s, o)
         rows.append(row)
+        if saved is not None:
+            saved(rows)
         print(f"[{set_name} {i + 1}/{len(data)}] {name} {cls}: in {row['blurred input']['psnr']:.2f} "
               f"true {row['true kernel']['psnr']:.2f} blind {row['blind']['psnr']:.2f} (levin {row['blind']['levin_psnr']:.2f}) "
               f"auto->{row['auto_path']} ratio {last.residual_ratio:.2f} tv {last.tv_ratio:.2f} est {last.seconds['estimate']:.1f}s "
@@ -146,6 +171,40 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def auto_gain(row: dict, max_residual: float, max_tv: float) -> float:
+    """The Levin-protocol gain ``auto`` would have had on ``row`` with these limits: the sharp
+    gate's decision is the row's own (it does not depend on the limits); past it, blind when both
+    checks pass, else the teacher. (An image blind cannot estimate from goes to the teacher at any
+    limits; its row's residual ratio is then None.)"""
+    base = row["blurred input"]["levin_psnr"]
+    if row["auto_path"] == "input":  # with a fallback network, only the sharp gate leaves an image as it is
+        return 0.0
+    fits = row["residual_ratio"] is not None and row["residual_ratio"] <= max_residual and row["tv_ratio"] <= max_tv
+    return (row["blind"] if fits else row["teacher"])["levin_psnr"] - base
+
+
+def choose_limits(rows: list[dict], residuals=np.round(np.arange(1.1, 2.01, 0.1), 2),
+                  tvs=(1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0), max_loss: float = 0.2) -> tuple[float, float, str]:
+    """Auto's limits by the stated rule: of the (re-blur, total variation) limits that lose at most
+    ``max_loss`` dB to the teacher alone in every blur class, the one with the best mean gain.
+    Returns the limits and a table of every pair tried."""
+    classes = sorted({r["class"] for r in rows})
+    teacher = {c: np.mean([r["teacher"]["levin_psnr"] - r["blurred input"]["levin_psnr"] for r in rows if r["class"] == c]) for c in classes}
+    best, lines = None, ["| re-blur limit | TV limit | mean gain | worst class loss to the teacher | allowed |", "|---:|---:|---:|---:|---|"]
+    for res in residuals:
+        for tv in tvs:
+            per = {c: np.mean([auto_gain(r, res, tv) for r in rows if r["class"] == c]) for c in classes}
+            loss = max(teacher[c] - per[c] for c in classes)
+            mean = float(np.mean([auto_gain(r, res, tv) for r in rows]))
+            ok = loss <= max_loss
+            lines.append(f"| {res:g} | {tv:g} | {mean:+.2f} | {loss:+.2f} | {'yes' if ok else 'no'} |")
+            if ok and (best is None or mean > best[2]):
+                best = (float(res), float(tv), mean)
+    if best is None:
+        raise SystemExit("no limits lose at most {max_loss} dB to the teacher in every class")
+    return best[0], best[1], "\n".join(lines) + f"\n\nchosen: re-blur <= {best[0]:g}, TV <= {best[1]:g} (mean {best[2]:+.2f} dB)"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="levin,classes,validation")
@@ -153,16 +212,33 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each set (a quick look)")
     ap.add_argument("--pictures", type=Path, default=None, help="write input/kernel/result pictures here")
     ap.add_argument("--json", type=Path, default=None, help="also write every per-image row here")
+    ap.add_argument("--choose-limits", type=Path, default=None, metavar="JSON",
+                    help="choose auto's limits from the rows of a --sets validation --json run, and stop")
+    ap.add_argument("--rescore", type=Path, default=None, metavar="JSON",
+                    help="print the tables of a --json run again, auto's column made with --limits, and stop")
+    ap.add_argument("--limits", type=float, nargs=2, default=None, metavar=("RESIDUAL", "TV"),
+                    help="with --rescore: auto's re-blur and total-variation limits (default: the shipped ones)")
     args = ap.parse_args(argv)
-    blind = BlindDeblurrer.load(BlindConfig(threads=args.threads))
+    if args.limits is None:
+        args.limits = (BlindConfig().max_residual_ratio, BlindConfig().max_tv_ratio)
+    if args.choose_limits:
+        print(choose_limits([r for r in json.loads(args.choose_limits.read_text()) if r["set"] == "validation"])[2])
+        return
+    if args.rescore:
+        report(rescore(json.loads(args.rescore.read_text()), *args.limits))
+        return
+    blind = Replay(BlindDeblurrer.load(BlindConfig(threads=args.threads)))
     true = BlindDeblurrer(blind.denoiser, blind.config)
     teacher, student = Deblurrer.load("teacher", threads=args.threads), Deblurrer.load("default", threads=args.threads)
     auto = AutoDeblurrer(blind, teacher)
-    rows = []
+    rows: list[dict] = []
+    saved = (lambda rs: args.json.write_text(json.dumps(rs, indent=1, default=float))) if args.json else None
     for s in args.sets.split(","):
-        rows += run_set(s, blind, true, auto, teacher, student, args.limit, args.pictures)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1, default=float))
+        run_set(s, blind, true, auto, teacher, student, args.limit, args.pictures, rows, saved)
+    report(rows)
+
+
+def report(rows: list[dict]) -> None:
     print(table(rows, "set"))
     print()
     for name in dict.fromkeys(r["set"] for r in rows if r["set"] != "levin"):
@@ -171,6 +247,19 @@ def main(argv=None):
     print()
     print(summary(rows))
 
+
+def rescore(rows: list[dict], max_residual: float, max_tv: float) -> list[dict]:
+    """The rows with auto's column as these limits would have made it (see auto_gain): every
+    method's scores are in the row, so auto's result is one of them."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r["auto_path"] != "input":
+            fits = r["residual_ratio"] is not None and r["residual_ratio"] <= max_residual and r["tv_ratio"] <= max_tv
+            r["auto_path"] = "blind" if fits else "network"
+            r["auto"] = r["blind"] if fits else r["teacher"]
+        out.append(r)
+    return out
 
 if __name__ == "__main__":
     main()

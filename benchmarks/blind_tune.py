@@ -26,7 +26,7 @@ import numpy as np
 from converters.blur import center_kernel, trajectory_kernel
 from converters.data import TRAINING, blur_photo, load_photo, validation_photos
 from edge_deblur.blind import BlindConfig, BlindDeblurrer, KernelConfig
-from edge_deblur.blind.kernel import estimate_at_scale, estimation_image
+from edge_deblur.blind.kernel import estimate_at_scale, estimation_image, kernel_similarity
 from edge_deblur.blind.method import split_image
 from edge_deblur.classical import defocus_psf
 from edge_deblur.metrics import align_upto_shift, error_ratio, psnr
@@ -53,13 +53,7 @@ def tuning_pairs(n: int = 24, noise: float = 0.01, seed: int = 7):
     return out
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Max normalised cross-correlation of two kernels over all shifts (Hu & Yang 2012)."""
-    s = 2 * max(a.shape[0], b.shape[0]) + 1
-    pa, pb = np.zeros((s, s)), np.zeros((s, s))
-    pa[: a.shape[0], : a.shape[1]], pb[: b.shape[0], : b.shape[1]] = a, b
-    c = np.fft.irfft2(np.fft.rfft2(pa) * np.conj(np.fft.rfft2(pb)), s=(s, s))
-    return float(c.max() / (np.linalg.norm(a) * np.linalg.norm(b)))
+similarity = kernel_similarity  # Hu & Yang (2012): max normalised cross-correlation over shifts
 
 
 def levin_gain(sharp, out, blurred) -> float:

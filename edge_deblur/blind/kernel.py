@@ -19,6 +19,8 @@ where a camera's blur happens, with saturated pixels kept out of the kernel step
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import cv2
@@ -57,6 +59,7 @@ class KernelConfig:
     finest_edge_r: float | None = 0.0  # r at the finest scale (None: edge_r)
     finest_iterations: int | None = 20  # alternations at the finest scale (None: iterations)
     cg_iterations: int = 12  # conjugate-gradient iterations of the kernel step, warm-started (12: +3.14 dB, 25: +3.03)
+    restart_workers: int | None = None  # threads restarts run on (None: one each, up to the CPU count; numpy's FFTs release the GIL)
     linear_light: bool = True  # undo the sRGB transfer before estimating (blur happens in linear light)
     max_side: int = 400  # estimate on the most textured window of at most this side
     saturation: float = 0.98  # pixels at or above this (in [0, 1]) are treated as clipped highlights
@@ -391,6 +394,44 @@ def estimate_kernel(image: np.ndarray, size: int | None = None, config: KernelCo
     centred. ``progress``, if given, is called as ``progress(done, total)`` after each scale.
     Raises ValueError for a kernel larger than the image or an image too small to estimate from.
     """
+    gray, clipped, size = _prepared(image, size, config)
+    if size is None:
+        return choose_size(gray, clipped, config, progress=progress)[0]
+    return _estimate(gray, clipped, size, config, progress=progress)
+
+
+def estimate_kernel_candidates(image: np.ndarray, size: int | None = None, config: KernelConfig = KernelConfig(),
+                               restarts: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Restarts of :func:`estimate_kernel`: its kernel first, then the whole coarse-to-fine estimate
+    again, at the size that one has, from pyramids whose coarsest kernel has each side in
+    ``restarts``. The alternation has several attractors, and which one it falls into depends on
+    the path the pyramid takes to it; the caller picks among the candidates (the blind method: by
+    how well each one's restoration explains the input, see
+    :meth:`~edge_deblur.blind.method.BlindDeblurrer.estimate`). All run at once on
+    ``config.restart_workers`` threads; with the size chosen automatically the restarts start in
+    :func:`choose_size`'s first box and run again only if it grows."""
+    gray, clipped, size = _prepared(image, size, config)
+    starts = [c for c in dict.fromkeys(restarts) if c != config.coarsest]
+    limit = min(gray.shape) // 2
+    guess = size if size is not None else min(31, limit - 1 + limit % 2)  # choose_size's first box
+    first_job = (lambda: choose_size(gray, clipped, config)[0]) if size is None else (lambda: _estimate(gray, clipped, size, config))
+    again = lambda c, s: _estimate(gray, clipped, s, replace(config, coarsest=c))
+    workers = min(config.restart_workers or os.cpu_count() or 1, len(starts) + 1)
+    if workers <= 1 or not starts:
+        first = first_job()
+        return [first, *(again(c, first.shape[0]) for c in starts)]
+    with ThreadPoolExecutor(workers) as pool:
+        pending = pool.submit(first_job)
+        others = list(pool.map(lambda c: again(c, guess), starts))
+        first = pending.result()
+        if first.shape[0] != guess:  # the box grew: the restarts again in the grown box
+            others = list(pool.map(lambda c: again(c, first.shape[0]), starts))
+    return [first, *others]
+
+
+def _prepared(image: np.ndarray, size: int | None, config: KernelConfig) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The estimation image, its clipped mask and the checked kernel size (None: to choose), or a
+    ValueError naming what makes the image unusable."""
     size = size if size is not None else config.size
     gray, clipped = estimation_image(image, config)
     h, w = gray.shape
@@ -399,14 +440,14 @@ def estimate_kernel(image: np.ndarray, size: int | None = None, config: KernelCo
     if not has_edges(gray, clipped):
         raise ValueError("the image has no edges to estimate a blur kernel from (flat, or clipped black/white)")
     if size is None:
-        return choose_size(gray, clipped, config, progress=progress)[0]
+        return gray, clipped, None
     size = int(size)
     if size < 3:
         raise ValueError(f"kernel size must be at least 3, got {size}")
     size += 1 - size % 2
     if size > min(h, w) // 2:
         raise ValueError(f"kernel size {size} is too large for an image of {w}x{h} (at most half its shorter side, {min(h, w) // 2})")
-    return _estimate(gray, clipped, size, config, progress=progress)
+    return gray, clipped, size
 
 
 def _estimate(gray: np.ndarray, clipped: np.ndarray, size: int, config: KernelConfig, *, progress=None) -> np.ndarray:
@@ -432,6 +473,18 @@ def _estimate(gray: np.ndarray, clipped: np.ndarray, size: int, config: KernelCo
         if progress is not None:
             progress(done, len(sizes))
     return kernel
+
+
+def kernel_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Hu & Yang (2012)'s kernel similarity: the largest normalised cross-correlation of two
+    kernels over all relative shifts, in [0, 1] for non-negative kernels (1: the same up to a shift
+    and a scale). Kernels may differ in size."""
+    s = cv2.getOptimalDFTSize(a.shape[0] + b.shape[0])
+    pa, pb = np.zeros((s, s)), np.zeros((s, s))
+    pa[: a.shape[0], : a.shape[1]], pb[: b.shape[0], : b.shape[1]] = a, b
+    c = np.fft.irfft2(np.fft.rfft2(pa) * np.conj(np.fft.rfft2(pb)), s=(s, s))
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(c.max() / norm) if norm > 0 else 0.0
 
 
 def kernel_extent(kernel: np.ndarray, mass: float = 0.99) -> int:

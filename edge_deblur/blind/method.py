@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import EdgeDeblurError
-from .kernel import KernelConfig, estimate_kernel
+from .kernel import KernelConfig, estimate_kernel_candidates, textured_window
 from .restore import RestoreConfig, reblur_residual, restore_float
 
 _PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -34,6 +34,11 @@ class BlindConfig:
     denoiser: str = "denoiser"  # the learned prior: a bundled name or a .tflite/.onnx path
     threads: int | None = None
     prefilter: bool = True  # estimate the kernel on a denoised copy when the input is noisy
+    # Restarts: the kernel estimated again from pyramids whose coarsest kernel has these sides, and
+    # the candidate kept whose restoration explains the input best (see estimate; chosen on the
+    # tuning and validation sets, docs/BENCHMARKS.md). (): one estimate.
+    restarts: tuple[int, ...] = (13, 5)
+    select_side: int = 256  # candidates are restored and compared on the most textured window of this side
     prefilter_min_sigma: float = 1.0 / 255  # ... noisier than this
     # auto's rule, chosen on the validation set (docs/BENCHMARKS.md, "Blind deblurring"; 30 pairs, the
     # limits swept over 1.1-2.0 x 1.4-4.0): the best mean among the rules that lose at most 0.2 dB to
@@ -57,6 +62,7 @@ class BlindResult:
     tv_ratio: float | None = None  # total variation of the result over the input's
     reason: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    candidates: int = 1  # kernels estimated (restarts), of which this one explained the input best
 
 
 def split_image(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
@@ -147,13 +153,34 @@ class BlindDeblurrer:
 
     def estimate(self, x: np.ndarray, noise_sigma: float, denoised: np.ndarray | None = None) -> np.ndarray:
         """The kernel of float colour image ``x`` (estimated on ``denoised``, by default
-        :meth:`denoised`)."""
+        :meth:`denoised`): with restarts (``config.restarts``), the candidate whose restoration,
+        re-blurred, is nearest the input (the smallest residual ratio), judged on the most textured
+        window of at most ``config.select_side`` pixels."""
+        return self._estimate(x, noise_sigma, denoised)[0]
+
+    def _estimate(self, x: np.ndarray, noise_sigma: float, denoised: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(kernel, number of candidates, the kernel's restoration of the whole of ``x`` when the
+        choice already made it, else None)."""
         cfg = self.config
-        x = self.denoised(x, noise_sigma) if denoised is None else denoised
+        d = self.denoised(x, noise_sigma) if denoised is None else denoised
         try:
-            return estimate_kernel(x, cfg.kernel_size, cfg.kernel)
+            candidates = estimate_kernel_candidates(d, cfg.kernel_size, cfg.kernel, cfg.restarts)
         except ValueError as e:
             raise EdgeDeblurError(str(e)) from e
+        if len(candidates) == 1:
+            return candidates[0], 1, None
+        # A wrong kernel's restoration cannot explain the input as well as the right one's: on the
+        # tuning and validation sets the smallest residual ratio picked the better candidate far
+        # more often than the medoid or the L0 energy (docs/BENCHMARKS.md, "restarts").
+        window = textured_window(x if x.ndim == 2 else x.mean(axis=2), cfg.select_side)
+        whole = window == (slice(0, x.shape[0]), slice(0, x.shape[1]))
+        crop = x[window]
+        scored = []
+        for k in candidates:
+            y = self.restore(crop, k, noise_sigma)
+            scored.append((self.residual_ratio(crop, y, k, noise_sigma), k, y if whole else None))
+        best = min(range(len(scored)), key=lambda i: scored[i][0])
+        return scored[best][1], len(candidates), scored[best][2]
 
     def restore(self, x: np.ndarray, kernel: np.ndarray, noise_sigma: float) -> np.ndarray:
         return restore_float(x, kernel, self.denoiser, noise_sigma, self.config.restore)
@@ -163,16 +190,15 @@ class BlindDeblurrer:
         seconds: dict[str, float] = {}
         t = time.perf_counter()
         sigma = self.noise_sigma(x) if sigma is None else sigma
-        if self.fixed_kernel is None:
-            kernel = self.estimate(x, sigma, denoised)
-        else:
-            kernel = self.fixed_kernel
+        kernel, count, y = (self.fixed_kernel, 1, None) if self.fixed_kernel is not None else self._estimate(x, sigma, denoised)
         seconds["estimate"] = time.perf_counter() - t
         t = time.perf_counter()
-        y = self.restore(x, kernel, sigma)
+        if y is None:
+            y = self.restore(x, kernel, sigma)
         seconds["restore"] = time.perf_counter() - t
         ratio = self.residual_ratio(x, y, kernel, sigma)
-        self.last = BlindResult("blind", kernel, sigma, ratio, tv_ratio(x, y), seconds=seconds)
+        self.last = BlindResult("blind", kernel, sigma, ratio, tv_ratio(x, y), candidates=count,
+                                reason=f"kernel: the best of {count} estimates (restarts)" if count > 1 else "", seconds=seconds)
         return y
 
     def residual_ratio(self, x: np.ndarray, y: np.ndarray, kernel: np.ndarray, sigma: float) -> float:
@@ -225,7 +251,7 @@ class AutoDeblurrer:
                 measured = (f"re-blurred result {result.residual_ratio:.2f} noise levels from the input "
                             f"(limit {cfg.max_residual_ratio:g}), total variation x{result.tv_ratio:.2f} (limit {cfg.max_tv_ratio:g})")
                 if fits and calm:
-                    result.reason = measured
+                    result.reason = "; ".join(filter(None, [result.reason, measured]))
                     self.last = result
                     return back(y)
                 reason = "estimate failed: " + measured
