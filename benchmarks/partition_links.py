@@ -12,15 +12,19 @@ mode's head and tail parts are stretched the same way. Frames are ``--size`` cen
 held-out Kodak24 photos blurred by Levin et al.'s measured camera-shake kernels (the project's
 evaluation forward model).
 
-Per link: median wall time per frame of each mode (``--frames`` frames after one warm-up; medians,
-since this host's other jobs put spikes into any mean) and PSNR against the sharp photo; the
-planner (``partitioned_method``'s auto: local, split, offload, remote modes measured in the
-background) over ``--stream`` frames cycling through the same frames: its median and mean, the
-modes it chose, and whether its median is within 10% of the best lossless mode's. Then bytes per
-frame per mode, the kernel mode on one link (``--kernel-link``), and frames lost under faults
-(wrong token, a connection reset mid-answer, the server killed mid-stream) per mode on one link.
+Per link: median wall time per frame of each mode (local, offload raw, PNG, jpeg:90, webp:90,
+split; ``--frames`` frames after one warm-up; medians, since this host's other jobs put spikes into
+any mean) and PSNR against the sharp photo; the planner as ``partitioned_method``'s auto makes it,
+twice (lossless: local, split, offload raw and PNG; and allowed ``ALLOWED_LOSS_DB``, adding the
+lossy encodings within it) over ``--stream`` frames cycling through the same frames: its median
+and mean, the modes it chose, and whether its median is within 10% of the best mode it may use.
+Then bytes per frame per mode, the kernel mode on one link (``--kernel-link``), and frames lost
+(and kept in order) under faults per mode on one link: wrong token, a connection reset
+mid-answer, the server killed mid-stream, 503 bursts (a server with no queue, saturated by two
+other clients), a slow server (stopped for 3 s, a 1 s deadline).
 
-    python benchmarks/partition_links.py --frames 5 --stream 40 --board-slowdown 4
+    python benchmarks/partition_links.py --frames 5 --stream 40 --board-slowdown 16
+    python benchmarks/partition_links.py --links none --faults "503 bursts" "slow server"
     python benchmarks/partition_links.py --frames 4 --board-slowdown 4 --links none --kernel-link 10,50 --no-faults
 """
 
