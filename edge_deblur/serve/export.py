@@ -132,20 +132,11 @@ def triton_predict(model, inputs: dict[str, np.ndarray], parameters: dict) -> tu
     return {k: v if model.name == "split" else v[None] for k, v in out.items()}, None
 
 
-def python_config_pbtxt(name: str, spec: TritonExport) -> str:
-    """config.pbtxt of a Python-backend model: a batch of one, the queue policy of ``spec``."""
-    i_name, i_type, i_dims, o_name, o_type, o_dims = PYTHON_MODELS[name]
-    return f"""name: "{name}"
-backend: "python"
-max_batch_size: 1
-input [
-  {{ name: "{i_name}", data_type: {i_type}, dims: {i_dims} }}
-]
-output [
-  {{ name: "{o_name}", data_type: {o_type}, dims: {o_dims} }}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: 0
+def _batching_and_instances(spec: TritonExport, queue_delay_us: int) -> str:
+    """The end every config.pbtxt here shares: the dynamic batcher (waiting ``queue_delay_us`` to
+    fill a batch) with ``spec``'s rejecting queue policy, the CPU instances, the version policy."""
+    return f"""dynamic_batching {{
+  max_queue_delay_microseconds: {queue_delay_us}
   default_queue_policy {{
     timeout_action: REJECT
     default_timeout_microseconds: {spec.queue_timeout_us}
@@ -158,6 +149,21 @@ instance_group [
 ]
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
+
+
+def python_config_pbtxt(name: str, spec: TritonExport) -> str:
+    """config.pbtxt of a Python-backend model: a batch of one, the queue policy of ``spec``."""
+    i_name, i_type, i_dims, o_name, o_type, o_dims = PYTHON_MODELS[name]
+    return f"""name: "{name}"
+backend: "python"
+max_batch_size: 1
+input [
+  {{ name: "{i_name}", data_type: {i_type}, dims: {i_dims} }}
+]
+output [
+  {{ name: "{o_name}", data_type: {o_type}, dims: {o_dims} }}
+]
+""" + _batching_and_instances(spec, 0)
 
 
 def _onnx_path(model: str) -> Path:
@@ -231,20 +237,7 @@ input [
 output [
   {{ name: "{OUTPUT}", data_type: TYPE_UINT8, dims: [ -1, -1, 3 ] }}
 ]
-dynamic_batching {{
-  max_queue_delay_microseconds: {spec.queue_delay_us}
-  default_queue_policy {{
-    timeout_action: REJECT
-    default_timeout_microseconds: {spec.queue_timeout_us}
-    allow_timeout_override: true
-    max_queue_size: {spec.max_queue}
-  }}
-}}
-instance_group [
-  {{ count: {spec.instances}, kind: KIND_CPU }}
-]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
+""" + _batching_and_instances(spec, spec.queue_delay_us)
 
 
 def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) -> Path:
