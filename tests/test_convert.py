@@ -378,7 +378,10 @@ def test_pruning_removes_dead_channels_exactly(photo, attention):
     pruned = prune_student(model, (16, 24, 56), importance)
     assert student_widths(pruned) == (16, 24, 56) and student_spec(pruned).attention == attention
     assert pruned.count_params() < model.count_params()
-    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
+    # Exactly up to float32 rounding: the narrower convolutions add their terms in another order
+    # (measured 1.5e-5 at most on one host's CPU kernels, under 1e-5 on another); pruning a live
+    # channel instead moves the output by 1e-2 and more.
+    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=5e-5)
 
 
 def test_choose_widths_meets_the_budget_and_prefers_unimportant_levels():
