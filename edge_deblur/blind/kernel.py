@@ -412,8 +412,7 @@ def estimate_kernel_candidates(image: np.ndarray, size: int | None = None, confi
     :func:`choose_size`'s first box and run again only if it grows."""
     gray, clipped, size = _prepared(image, size, config)
     starts = [c for c in dict.fromkeys(restarts) if c != config.coarsest]
-    limit = min(gray.shape) // 2
-    guess = size if size is not None else min(31, limit - 1 + limit % 2)  # choose_size's first box
+    guess = size if size is not None else _size_limits(gray)[0]  # choose_size's first box
     first_job = (lambda: choose_size(gray, clipped, config)[0]) if size is None else (lambda: _estimate(gray, clipped, size, config))
     again = lambda c, s: _estimate(gray, clipped, s, replace(config, coarsest=c))
     workers = min(config.restart_workers or os.cpu_count() or 1, len(starts) + 1)
@@ -497,6 +496,14 @@ def kernel_extent(kernel: np.ndarray, mass: float = 0.99) -> int:
     return kernel.shape[0]
 
 
+def _size_limits(gray: np.ndarray, start: int = 31) -> tuple[int, int]:
+    """:func:`choose_size`'s first box and its largest: ``start`` and the odd side at most half
+    the image's shorter side, the first no larger than the second."""
+    limit = min(gray.shape) // 2
+    limit -= 1 - limit % 2
+    return min(start, limit), limit
+
+
 def choose_size(gray: np.ndarray, clipped: np.ndarray, config: KernelConfig = KernelConfig(), *,
                 start: int = 31, grow: float = 1.5, progress=None) -> tuple[np.ndarray, int]:
     """Kernel size chosen from the data: estimate in a ``start``-pixel box (it holds the shake of
@@ -504,9 +511,7 @@ def choose_size(gray: np.ndarray, clipped: np.ndarray, config: KernelConfig = Ke
     square holding 90% of its mass is within 2 pixels of the side: 90%, not all of it, so that a
     few stray specks do not count), estimate again in a box ``grow`` times larger, up to half the
     image's shorter side. An oversized box costs some accuracy; a box too small truncates the kernel."""
-    limit = min(gray.shape) // 2
-    limit -= 1 - limit % 2
-    size = min(start, limit)
+    size, limit = _size_limits(gray, start)
     while True:
         kernel = _estimate(gray, clipped, size, config, progress=progress)
         if kernel_extent(kernel, 0.9) < size - 4 or size >= limit:
