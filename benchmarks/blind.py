@@ -25,6 +25,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from converters.blur import center_kernel, trajectory_kernel
 from converters.data import blur_photo, heldout_photos, levin_kernels, validation_photos
 from edge_deblur import Deblurrer, psnr, ssim, write_image
 from edge_deblur.blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
-from edge_deblur.blind.method import tv_ratio
+from edge_deblur.blind.method import auto_path, tv_ratio
 from edge_deblur.classical import defocus_psf, gaussian_psf
 from edge_deblur.images import side_by_side
 from edge_deblur.metrics import align_upto_shift, error_ratio, sse_upto_shift
@@ -120,7 +121,7 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, te
                "restore_s": last.seconds["restore"], "residual_ratio": last.residual_ratio,
                "true_residual_ratio": true.last.residual_ratio, "auto_path": ok, "auto_reason": auto.last.reason,
                "tv_ratio": last.tv_ratio, "teacher_tv_ratio": tv_ratio(b.astype(np.float32) / 255, outs["teacher"].astype(np.float32) / 255),
-               "noise_sigma": last.noise_sigma,
+               "noise_sigma": last.noise_sigma, "sharpness": auto.last.sharpness,
                "kernel_error_ratio": error_ratio(s, outs["blind"], outs["true kernel"]) if cls != "noise only" else None}
         for m, o in outs.items():
             row[m] = scores(s, o)
@@ -171,38 +172,62 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def auto_gain(row: dict, max_residual: float, max_tv: float) -> float:
-    """The Levin-protocol gain ``auto`` would have had on ``row`` with these limits: the sharp
-    gate's decision is the row's own (it does not depend on the limits); past it, blind when both
-    checks pass, else the teacher. (An image blind cannot estimate from goes to the teacher at any
-    limits; its row's residual ratio is then None.)"""
-    base = row["blurred input"]["levin_psnr"]
-    if row["auto_path"] == "input":  # with a fallback network, only the sharp gate leaves an image as it is
-        return 0.0
-    fits = row["residual_ratio"] is not None and row["residual_ratio"] <= max_residual and row["tv_ratio"] <= max_tv
-    return (row["blind"] if fits else row["teacher"])["levin_psnr"] - base
+def row_path(row: dict, config: BlindConfig) -> str:
+    """The path ``auto`` with ``config``'s gate and limits would have taken on ``row``
+    (:func:`~edge_deblur.blind.method.auto_path`, the shipped rule itself): every input it needs is
+    in the row (the denoised input's blur metric; the blind column's checks, which are the same
+    estimate auto makes). Rows of runs before the metric was kept replay their own gate."""
+    if "sharpness" not in row:
+        if row["auto_path"] == "input":
+            return "input"
+        return auto_path(replace(config, sharp_below=0.0, near_sharp_below=0.0), None, row["residual_ratio"], row["tv_ratio"])
+    return auto_path(config, row["sharpness"], row["residual_ratio"], row["tv_ratio"])
+
+
+def auto_gain(row: dict, config: BlindConfig) -> float:
+    """The Levin-protocol gain ``auto`` with ``config`` would have had on ``row``."""
+    method = {"input": "blurred input", "blind": "blind", "network": "teacher"}[row_path(row, config)]
+    return row[method]["levin_psnr"] - row["blurred input"]["levin_psnr"]
 
 
 def choose_limits(rows: list[dict], residuals=np.round(np.arange(1.1, 2.01, 0.1), 2),
-                  tvs=(1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0), max_loss: float = 0.2) -> tuple[float, float, str]:
-    """Auto's limits by the stated rule: of the (re-blur, total variation) limits that lose at most
-    ``max_loss`` dB to the teacher alone in every blur class, the one with the best mean gain.
-    Returns the limits and a table of every pair tried."""
+                  tvs=(1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0), sharps=(0.25, 0.3, 0.35), near_sharps=(0.35, 0.4, 0.45, 0.5),
+                  max_loss: float = 0.2) -> tuple[BlindConfig, str]:
+    """Auto's gate and limits by the stated rule: of the (sharp gate, near-sharp gate, re-blur,
+    total variation) settings that lose at most ``max_loss`` dB to the teacher alone and nothing to
+    the input in any blur class, the one with the best mean gain; ties go to the earlier (tighter)
+    setting. Returns the config and a table of the best setting per gate pair."""
     classes = sorted({r["class"] for r in rows})
     teacher = {c: np.mean([r["teacher"]["levin_psnr"] - r["blurred input"]["levin_psnr"] for r in rows if r["class"] == c]) for c in classes}
-    best, lines = None, ["| re-blur limit | TV limit | mean gain | worst class loss to the teacher | allowed |", "|---:|---:|---:|---:|---|"]
-    for res in residuals:
-        for tv in tvs:
-            per = {c: np.mean([auto_gain(r, res, tv) for r in rows if r["class"] == c]) for c in classes}
-            loss = max(teacher[c] - per[c] for c in classes)
-            mean = float(np.mean([auto_gain(r, res, tv) for r in rows]))
-            ok = loss <= max_loss
-            lines.append(f"| {res:g} | {tv:g} | {mean:+.2f} | {loss:+.2f} | {'yes' if ok else 'no'} |")
-            if ok and (best is None or mean > best[2]):
-                best = (float(res), float(tv), mean)
+    best, lines = None, ["| sharp gate | near-sharp gate | best re-blur, TV limits | mean gain | worst class loss to the teacher | worst class gain |",
+                         "|---:|---:|---|---:|---:|---:|"]
+    for sharp in sharps:
+        for near in near_sharps:
+            if near < sharp:
+                continue
+            pair_best = None
+            for res in residuals:
+                for tv in tvs:
+                    cfg = replace(BlindConfig(), sharp_below=sharp, near_sharp_below=near,
+                                  max_residual_ratio=float(res), max_tv_ratio=float(tv))
+                    per = {c: np.mean([auto_gain(r, cfg) for r in rows if r["class"] == c]) for c in classes}
+                    loss = max(teacher[c] - per[c] for c in classes)
+                    worst = min(per.values())
+                    mean = float(np.mean([auto_gain(r, cfg) for r in rows]))
+                    if loss <= max_loss and worst >= 0 and (pair_best is None or mean > pair_best[1] + 1e-9):
+                        pair_best = (cfg, mean, loss, worst)
+            if pair_best is None:
+                lines.append(f"| {sharp:g} | {near:g} | none allowed | | | |")
+                continue
+            cfg, mean, loss, worst = pair_best
+            lines.append(f"| {sharp:g} | {near:g} | {cfg.max_residual_ratio:g}, {cfg.max_tv_ratio:g} | {mean:+.2f} | {loss:+.2f} | {worst:+.2f} |")
+            if best is None or mean > best[1] + 1e-9:
+                best = (cfg, mean)
     if best is None:
-        raise SystemExit("no limits lose at most {max_loss} dB to the teacher in every class")
-    return best[0], best[1], "\n".join(lines) + f"\n\nchosen: re-blur <= {best[0]:g}, TV <= {best[1]:g} (mean {best[2]:+.2f} dB)"
+        raise SystemExit(f"no setting loses at most {max_loss} dB to the teacher and nothing to the input in every class")
+    c = best[0]
+    return c, "\n".join(lines) + (f"\n\nchosen: sharp gate {c.sharp_below:g}, near-sharp gate {c.near_sharp_below:g}, "
+                                  f"re-blur <= {c.max_residual_ratio:g}, TV <= {c.max_tv_ratio:g} (mean {best[1]:+.2f} dB)")
 
 
 def main(argv=None):
@@ -218,14 +243,14 @@ def main(argv=None):
                     help="print the tables of a --json run again, auto's column made with --limits, and stop")
     ap.add_argument("--limits", type=float, nargs=2, default=None, metavar=("RESIDUAL", "TV"),
                     help="with --rescore: auto's re-blur and total-variation limits (default: the shipped ones)")
+    ap.add_argument("--gates", type=float, nargs=2, default=None, metavar=("SHARP", "NEAR_SHARP"),
+                    help="with --rescore: auto's sharp and near-sharp gates (default: the shipped ones)")
     args = ap.parse_args(argv)
-    if args.limits is None:
-        args.limits = (BlindConfig().max_residual_ratio, BlindConfig().max_tv_ratio)
     if args.choose_limits:
-        print(choose_limits([r for r in json.loads(args.choose_limits.read_text()) if r["set"] == "validation"])[2])
+        print(choose_limits([r for r in json.loads(args.choose_limits.read_text()) if r["set"] == "validation"])[1])
         return
     if args.rescore:
-        report(rescore(json.loads(args.rescore.read_text()), *args.limits))
+        report(rescore(json.loads(args.rescore.read_text()), gate(args)))
         return
     blind = Replay(BlindDeblurrer.load(BlindConfig(threads=args.threads)))
     true = BlindDeblurrer(blind.denoiser, blind.config)
@@ -248,18 +273,27 @@ def report(rows: list[dict]) -> None:
     print(summary(rows))
 
 
-def rescore(rows: list[dict], max_residual: float, max_tv: float) -> list[dict]:
-    """The rows with auto's column as these limits would have made it (see auto_gain): every
-    method's scores are in the row, so auto's result is one of them."""
+def rescore(rows: list[dict], config: BlindConfig) -> list[dict]:
+    """The rows with auto's column as ``config``'s gate and limits would have made it (see
+    row_path): every method's scores are in the row, so auto's result is one of them."""
     out = []
     for r in rows:
         r = dict(r)
-        if r["auto_path"] != "input":
-            fits = r["residual_ratio"] is not None and r["residual_ratio"] <= max_residual and r["tv_ratio"] <= max_tv
-            r["auto_path"] = "blind" if fits else "network"
-            r["auto"] = r["blind"] if fits else r["teacher"]
+        r["auto_path"] = row_path(r, config)
+        r["auto"] = r[{"input": "blurred input", "blind": "blind", "network": "teacher"}[r["auto_path"]]]
         out.append(r)
     return out
+
+
+def gate(args) -> BlindConfig:
+    """BlindConfig with --limits and --gates (the shipped values where not given)."""
+    cfg = BlindConfig()
+    if args.limits:
+        cfg = replace(cfg, max_residual_ratio=args.limits[0], max_tv_ratio=args.limits[1])
+    if args.gates:
+        cfg = replace(cfg, sharp_below=args.gates[0], near_sharp_below=args.gates[1])
+    return cfg
+
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ with noise on sRGB (the evaluation forward model, ``converters.data.blur_photo``
   fixed-point  start at the finest scale from the true kernel (31 px box) and run one scale's
                alternations: how far the alternation itself moves a right kernel (its bias)
 
-    python benchmarks/blind_tune.py sweep --noise 0.01 [--set finest_iterations=20 --set edge_r=2]
+    python benchmarks/blind_tune.py sweep --noise 0.01 [--set finest_iterations=20 --set edge_r=2] [--blind restarts=()]
     python benchmarks/blind_tune.py fixed-point --noise 0 [--set edge_r=0]   (edge selection off)
 """
 
@@ -61,8 +61,8 @@ def levin_gain(sharp, out, blurred) -> float:
     return score(out) - score(blurred)
 
 
-def sweep(config: KernelConfig, pairs, threads: int) -> None:
-    blind = BlindDeblurrer.load(BlindConfig(threads=threads, kernel=config))
+def sweep(config: KernelConfig, pairs, threads: int, blind_config: BlindConfig = BlindConfig()) -> None:
+    blind = BlindDeblurrer.load(replace(blind_config, threads=threads, kernel=config))
     rows = []
     for name, kind, b, s, k in pairs:
         x, back = split_image(b)
@@ -102,14 +102,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lambda", dest="lam", type=float, default=6e-4, help="fixed-point: lambda at the finest scale")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a KernelConfig field")
+    ap.add_argument("--blind", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a BlindConfig field (sweep), e.g. restarts=() for one estimate")
     args = ap.parse_args(argv)
-    config = KernelConfig()
-    for item in args.set:
-        field, value = item.split("=", 1)
-        config = replace(config, **{field: ast.literal_eval(value)})
+    fields = lambda items: {f: ast.literal_eval(v) for f, v in (item.split("=", 1) for item in items)}
+    config = replace(KernelConfig(), **fields(args.set))
+    blind_config = replace(BlindConfig(), **fields(args.blind))
     pairs = tuning_pairs(args.pairs, args.noise)
     if args.mode == "sweep":
-        sweep(config, pairs, args.threads)
+        sweep(config, pairs, args.threads, blind_config)
     else:
         fixed_point(config, pairs[:12], args.lam)
 

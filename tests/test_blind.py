@@ -286,8 +286,9 @@ def test_blind_method_gains_on_real_shake(blurred, denoiser):
 BLIND_GAIN_FLOOR = 3.0  # Levin's 2nd kernel on a busy photo: measured +4.95 dB up to shift (+0.41 before the finest-scale change)
 
 
-def test_auto_falls_back_when_the_blur_is_not_one_kernel(denoiser):
-    """Two halves blurred by different kernels: no single kernel explains it."""
+@pytest.fixture(scope="module")
+def two_kernels():
+    """Two halves of a real photo blurred by different kernels: no single kernel explains it."""
     sharp = load_photo("kodak24/kodim05.png")[122:378, 122:378].astype(np.float32) / 255
     lin = srgb_to_linear(sharp)
     left = convolve(lin, classical.motion_psf(17, 0))
@@ -295,11 +296,38 @@ def test_auto_falls_back_when_the_blur_is_not_one_kernel(denoiser):
     mixed = np.concatenate([left[:, :128], right[:, 128:]], axis=1)
     from edge_deblur.blind.signal import linear_to_srgb
 
-    b = (linear_to_srgb(mixed) * 255).round().astype(np.uint8)
+    return (linear_to_srgb(mixed) * 255).round().astype(np.uint8)
+
+
+def test_auto_falls_back_when_the_blur_is_not_one_kernel(denoiser, two_kernels):
     calls = []
     auto = AutoDeblurrer(BlindDeblurrer(denoiser, BlindConfig(kernel_size=21)), lambda im: calls.append(1) or im)
-    auto(b)
+    auto(two_kernels)
     assert auto.last.path == "network" and calls and "estimate failed" in auto.last.reason
+    assert 0.35 <= auto.last.sharpness <= 1.0
+
+
+def test_auto_leaves_a_nearly_sharp_failure_as_it_is(denoiser, two_kernels):
+    """Below the near-sharp gate a failed estimate is passed through: the network would over-sharpen."""
+    config = BlindConfig(kernel_size=21, near_sharp_below=1.01)
+    auto = AutoDeblurrer(BlindDeblurrer(denoiser, config), lambda im: pytest.fail("the fallback must not run"))
+    out = auto(two_kernels)
+    assert auto.last.path == "input" and "estimate failed" in auto.last.reason and "nearly sharp" in auto.last.reason
+    assert np.array_equal(out, two_kernels)
+
+
+def test_auto_path_is_the_stated_rule():
+    from edge_deblur.blind.method import auto_path
+
+    c = BlindConfig(sharp_below=0.3, near_sharp_below=0.45, max_residual_ratio=1.5, max_tv_ratio=3.0)
+    assert auto_path(c, 0.29, 1.0, 1.0) == "input"  # sharp: left alone even with a passing estimate
+    assert auto_path(c, 0.40, 1.0, 1.0) == "blind"
+    assert auto_path(c, 0.40, 1.6, 1.0) == "input"  # near sharp, re-blur check failed
+    assert auto_path(c, 0.40, 1.0, 3.1) == "input"  # near sharp, ringing
+    assert auto_path(c, 0.50, 1.6, 1.0) == "network"
+    assert auto_path(c, 0.50, 1.5, 3.0) == "blind"  # the limits are inclusive
+    assert auto_path(c, 0.50, None, None) == "network"  # blind could not estimate
+    assert auto_path(c, None, None, None) == "network"  # too small to measure
 
 
 def test_blur_metric_and_tv_ratio_on_a_real_photo(photo, shake):

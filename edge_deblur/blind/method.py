@@ -49,6 +49,9 @@ class BlindConfig:
     max_residual_ratio: float = 1.5  # the re-blurred result may differ by this many noise levels
     max_tv_ratio: float = 3.0  # the result's total variation may be this many times the input's
     sharp_below: float = 0.35  # a (denoised) input whose blur metric is below this is left as it is
+    # ... and one below this whose blind result fails the checks is left as it is too, not sent to the
+    # network, which over-sharpens a nearly sharp image (the teacher: -12.7 dB on sharp photos).
+    near_sharp_below: float = 0.35
     residual_floor: float = 1.0 / 255  # the noise level the ratio divides by never goes below this
 
 
@@ -64,6 +67,21 @@ class BlindResult:
     reason: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     candidates: int = 1  # kernels estimated (restarts), of which this one explained the input best
+    sharpness: float | None = None  # auto: the denoised input's blur metric (None: not measurable)
+
+
+def auto_path(config: BlindConfig, sharpness: float | None, residual_ratio: float | None, tv_ratio: float | None) -> str:
+    """auto's decision for one image: "input" (left as it is), "blind" or "network", from the
+    denoised input's blur metric (None: too small to measure) and the blind result's checks
+    (None: blind could not estimate). The one rule :class:`AutoDeblurrer` and the benchmark's
+    rescoring share."""
+    if sharpness is not None and sharpness < config.sharp_below:
+        return "input"
+    if residual_ratio is not None and residual_ratio <= config.max_residual_ratio and tv_ratio <= config.max_tv_ratio:
+        return "blind"
+    if sharpness is not None and sharpness < config.near_sharp_below:
+        return "input"
+    return "network"
 
 
 def split_image(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
@@ -218,7 +236,8 @@ class AutoDeblurrer:
     it passes both checks (re-blurred, it is within ``max_residual_ratio`` noise levels of the input;
     its total variation is within ``max_tv_ratio`` of the input's). A failed estimate, or an image
     blind estimation cannot work on, goes to ``fallback`` (the feed-forward network) or, without one,
-    through untouched. ``last`` says which path each image took and why."""
+    through untouched; so does one whose metric is below ``near_sharp_below`` (the network would
+    over-sharpen it). The rule is :func:`auto_path`. ``last`` says which path each image took and why."""
 
     def __init__(self, blind: BlindDeblurrer, fallback: Callable[[np.ndarray], np.ndarray] | None = None):
         self.blind, self.fallback = blind, fallback
@@ -236,33 +255,34 @@ class AutoDeblurrer:
         else:
             denoised = self.blind.denoised(x, sigma)
             sharpness = blur_metric(denoised)
-        if sharpness is not None and sharpness < cfg.sharp_below:
+        if sharpness is not None and sharpness < cfg.sharp_below:  # auto_path's first rule, before any estimate
             self.last = BlindResult("input", None, sigma, None, None,
                                     f"already sharp (blur metric {sharpness:.2f} < {cfg.sharp_below:g}); left as it is",
-                                    {"check": time.perf_counter() - t})
+                                    {"check": time.perf_counter() - t}, sharpness=sharpness)
             return np.asarray(image).copy()
-        kernel, seconds = None, {}
+        kernel, seconds, ratios = None, {}, (None, None)
         if sharpness is not None:
             try:
                 y = self.blind.deblur_float(x, sigma, denoised)
                 result = self.blind.last
-                kernel, seconds = result.kernel, result.seconds
-                fits = result.residual_ratio <= cfg.max_residual_ratio
-                calm = result.tv_ratio <= cfg.max_tv_ratio
+                kernel, seconds, ratios = result.kernel, result.seconds, (result.residual_ratio, result.tv_ratio)
                 measured = (f"re-blurred result {result.residual_ratio:.2f} noise levels from the input "
                             f"(limit {cfg.max_residual_ratio:g}), total variation x{result.tv_ratio:.2f} (limit {cfg.max_tv_ratio:g})")
-                if fits and calm:
+                if auto_path(cfg, sharpness, *ratios) == "blind":
                     result.reason = "; ".join(filter(None, [result.reason, measured]))
+                    result.sharpness = sharpness
                     self.last = result
                     return back(y)
                 reason = "estimate failed: " + measured
             except EdgeDeblurError as e:  # no edges, too small: nothing to estimate from
                 reason = f"estimate impossible: {e}"
-        if self.fallback is None:
-            self.last = BlindResult("input", kernel, sigma, None, None, reason + "; passed through", seconds)
+        if self.fallback is None or auto_path(cfg, sharpness, *ratios) == "input":
+            why = "; passed through" if self.fallback is None else (
+                f"; nearly sharp (blur metric {sharpness:.2f} < {cfg.near_sharp_below:g}): left as it is, not to the network")
+            self.last = BlindResult("input", kernel, sigma, None, None, reason + why, seconds, sharpness=sharpness)
             return np.asarray(image).copy()
         t = time.perf_counter()
         out = self.fallback(image)
         seconds = dict(seconds, fallback=time.perf_counter() - t)
-        self.last = BlindResult("network", kernel, sigma, None, None, reason + "; the network restored it", seconds)
+        self.last = BlindResult("network", kernel, sigma, None, None, reason + "; the network restored it", seconds, sharpness=sharpness)
         return out
