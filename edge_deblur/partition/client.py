@@ -20,6 +20,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# A response body is timed from its first TIMED_AFTER bytes to its last: what arrives before (with
+# the header, in one read of the socket) says nothing of the link's rate; bodies under MIN_TIMED
+# bytes are not timed at all (a few milliseconds of transfer, below a thread switch's noise).
+TIMED_AFTER = 16_384
+MIN_TIMED = 32_768
 _DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "UINT16": np.uint16, "FP16": np.float16, "INT32": np.int32,
            "FP64": np.float64}
 
@@ -61,6 +66,11 @@ class V2Client:
         self.base = parts.path.rstrip("/")
         self.token, self.ssl_context = token, ssl_context
         self._conn: http.client.HTTPConnection | None = None
+        # response bodies' bytes after their first TIMED_AFTER, and the seconds those took to
+        # arrive, summed: the link's downstream rate as real transfers see it (the planner takes
+        # differences around a call; a round trip and the server's compute are not in them)
+        self.timed_bytes = 0
+        self.timed_seconds = 0.0
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -98,7 +108,7 @@ class V2Client:
                 conn = self._connection(timeout)
                 conn.request(method, self.base + path, body=body, headers=headers)
                 response = conn.getresponse()
-            data = response.read()
+            data = self._read_timed(response)
         except (socket.timeout, TimeoutError) as e:
             self.close()  # a late answer must not be read as the next frame's
             raise Unreachable(f"no answer within {timeout:.3g} s", timed_out=True) from e
@@ -108,6 +118,22 @@ class V2Client:
         if response.getheader("connection", "").lower() == "close":
             self.close()
         return response, data
+
+    def _read_timed(self, response) -> bytes:
+        """The body; a large one's tail (after TIMED_AFTER bytes) timed into ``timed_bytes`` and
+        ``timed_seconds``. The server has computed by the time its header arrives, so the tail's
+        time is the transfer's alone."""
+        length = response.length
+        if length is None or length < MIN_TIMED:
+            return response.read()
+        head = response.read(TIMED_AFTER)
+        start = time.perf_counter()
+        tail = response.read()
+        seconds = time.perf_counter() - start
+        if len(head) == TIMED_AFTER and tail and seconds > 0:
+            self.timed_bytes += len(tail)
+            self.timed_seconds += seconds
+        return head + tail
 
     def ready(self, model: str, timeout: float = 2.0) -> bool:
         try:

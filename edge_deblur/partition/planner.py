@@ -11,6 +11,13 @@ its own: the round trip from ``GET /v2/health/ready`` every ``ping_every_s``, th
 *sized ping* (two 8x8 PNGs through the ``deblur`` model, one padded with 64 kB the decoder skips:
 the difference of their times is the transfer of those bytes, without the server's compute) every
 ``sized_ping_every`` pings; both are moving averages, and neither moves a frame's worth of bytes.
+The sized ping's 64 kB pass tc's bucket and the queues faster than a frame's hundreds of kB, so
+above 1 Mbit/s it overestimates the rate (2-5x on a 10 Mbit/s link); once a frame or a probe has
+moved a large answer, the throughput is learned from the real transfers instead: the answer's body
+after its first 16 kB over the time it took to arrive (``V2Client.timed_bytes``), which has no round
+trip and no server compute in it, as a moving average (``LinkMonitor.observe_transfer``). A lower
+bound still takes the higher of that and the sized pings' figure, so it never blocks a probe that
+the sized pings would let through.
 Each measured frame of a mode (a frame it did, or a background probe) updates its ``fixed`` part
 (``seconds - round trip - bytes / throughput`` at that moment), and its bytes per frame, as moving
 averages per frame size (a mode's cost depends on the pixels; Neurosurgeon fits regressions
@@ -18,6 +25,11 @@ offline, here the stream itself is the measurement). Between measurements a remo
 time follows the link: a round trip that jumps or a throughput that halves prices it out at the
 next frame, without a slow frame to find out. Without a link monitor (or before its figures) the
 expected time is the moving average of the measured times.
+
+Hysteresis: once frames go to a mode, another takes them only when it is expected
+``switch_margin`` (1.05) times faster, or the current one misses the deadline the other meets, or
+fails; near ties (split 255 ms against local 283) then go one way consistently, instead of
+flipping on each frame's noise, and the current mode's frames keep its estimate current.
 
 The board finishes every frame it is not sure a remote mode does faster: frames go to the mode
 measured fastest, ``local`` (measured on the frames themselves, twice, the first one not kept: it
@@ -88,6 +100,10 @@ class PlannerConfig:
     probe_margin: float = 1.5  # probe a remote mode only when its bound (or model) is under this x the best
     trial_margin: float = 1.15  # a probed mode this close to the best gets a frame of its own (``_trial``); 1: never
     max_quality_loss_db: float = 0.0  # lossy offload encodings allowed up to this measured loss; 0: lossless only
+    # hysteresis: once frames go to a mode, another measured mode takes them only when it is expected
+    # this many times faster (1.05: 5% faster); a mode that misses the deadline, fails or is
+    # unavailable is left at once. 1: always the fastest expected (flips on every noisy frame)
+    switch_margin: float = 1.05
 
     def __post_init__(self):
         if not self.max_quality_loss_db >= 0:
@@ -96,6 +112,8 @@ class PlannerConfig:
             raise ValueError(f"probe_margin {self.probe_margin!r}: expected >= 1")
         if self.trial_margin < 1:
             raise ValueError(f"trial_margin {self.trial_margin!r}: expected >= 1")
+        if not self.switch_margin >= 1:
+            raise ValueError(f"switch_margin {self.switch_margin!r}: expected >= 1")
 
 
 def _png_chunk(kind: bytes, data: bytes) -> np.ndarray:
@@ -123,6 +141,8 @@ class LinkMonitor:
         self.pings = self.sized = self.failed = self.dropped = 0
         self.sized_failed: str | None = None  # why the last sized ping gave nothing
         self.recent: list[float] = []  # the last sized pings' figures
+        self.transfer_seconds_per_byte: float | None = None  # real transfers' (observe_transfer), moving average
+        self.transfers = 0
         self._warm = False
         self.busy: Callable[[], bool] = lambda: False
         self.generation: Callable[[], int] = lambda: 0
@@ -207,16 +227,44 @@ class LinkMonitor:
         self.recent = (self.recent + [per_byte])[-5:]
         return 1 / max(per_byte, 1 / MAX_THROUGHPUT)
 
+    def observe_transfer(self, nbytes: int, seconds: float) -> None:
+        """A real transfer's figure: ``nbytes`` of a frame's (or a probe's) response body that took
+        ``seconds`` to arrive after its first bytes (``V2Client.timed_bytes``/``timed_seconds``):
+        no round trip and no server compute in it. Moving average as seconds per byte."""
+        if nbytes <= 0 or seconds <= 0:
+            return
+        per_byte = max(seconds / nbytes, 1 / MAX_THROUGHPUT)
+        self.transfer_seconds_per_byte = self._average(self.transfer_seconds_per_byte, per_byte)
+        self.transfers += 1
+
     @property
-    def throughput(self) -> float | None:
-        """Bytes/s, the moving average's."""
+    def sized_throughput(self) -> float | None:
+        """Bytes/s, the sized pings' moving average."""
         return None if self.seconds_per_byte is None else 1 / max(self.seconds_per_byte, 1 / MAX_THROUGHPUT)
 
     @property
+    def transfer_throughput(self) -> float | None:
+        """Bytes/s, the real transfers' moving average (``observe_transfer``), None before one."""
+        return None if self.transfer_seconds_per_byte is None else 1 / self.transfer_seconds_per_byte
+
+    @property
+    def throughput(self) -> float | None:
+        """Bytes/s for the cost model: the real transfers' figure once there is one, else the sized
+        pings'. A sized ping's 64 kB (upstream) pass tc's bucket and the queues faster than a
+        frame's hundreds of kB do: above 1 Mbit/s it read 2-5x the rate of a 10 Mbit/s link
+        (docs/BENCHMARKS.md); a frame's own transfer is the rate frames get."""
+        real = self.transfer_throughput
+        return real if real is not None else self.sized_throughput
+
+    @property
     def throughput_high(self) -> float | None:
-        """The highest of the last five sized pings: what a lower bound of a transfer may assume (a
-        sized ping's noise, the server's few milliseconds of jitter, only ever slows one down)."""
-        return 1 / max(min(self.recent), 1 / MAX_THROUGHPUT) if self.recent else None
+        """What a lower bound of a transfer may assume: the highest of the last five sized pings (a
+        sized ping's noise, the server's few milliseconds of jitter, only ever slows one down), or
+        the transfers' figure where that is higher. Never below the sized pings' alone, so the
+        transfers' figure never blocks a probe that the sized pings would let through."""
+        high = 1 / max(min(self.recent), 1 / MAX_THROUGHPUT) if self.recent else None
+        real = self.transfer_throughput
+        return real if high is None else high if real is None else max(high, real)
 
     def close(self) -> None:
         self.client.close()
@@ -250,6 +298,13 @@ def _bytes(method) -> int:
     """Bytes a remote mode has put on the wire so far (its summary's up + down), 0 when it keeps none."""
     s = getattr(method, "summary", None)
     return int(getattr(s, "bytes_up", 0) + getattr(s, "bytes_down", 0)) if s is not None else 0
+
+
+def _timed(method) -> tuple[int, float]:
+    """A remote mode's client's timed response bytes and their seconds so far (``V2Client.timed_bytes``,
+    ``timed_seconds``), (0, 0) when it has none."""
+    client = getattr(method, "client", None)
+    return int(getattr(client, "timed_bytes", 0) or 0), float(getattr(client, "timed_seconds", 0.0) or 0.0)
 
 
 def _server_model(method) -> str | None:
@@ -287,6 +342,7 @@ class Planner:
         self._frame_runs: Counter = Counter()  # (mode, frame shape) -> frames it did (not probes)
         self._source: dict[tuple[str, tuple], str] = {}  # what measured the estimate last: "probe" or "frame"
         self._last_trial: dict[tuple[str, tuple], int] = {}
+        self._current: dict[tuple, str] = {}  # frame shape -> the mode frames go to (hysteresis, ``_hold``)
         self._frame = 0
         self._lock = threading.Lock()
         self._probe: threading.Thread | None = None
@@ -419,6 +475,33 @@ class Planner:
             return best, "only mode measured"
         return best, "only mode within the deadline"
 
+    def _hold(self, best: str, reason: str, candidates: list[str], shape: tuple) -> tuple[str, str]:
+        """Hysteresis: ``best`` (``_best``'s choice) takes the frames from the mode they go to now
+        only when it is expected ``switch_margin`` times faster, or the current mode misses the
+        deadline that ``best`` meets, or is no longer a candidate (unavailable). Two modes within
+        the margin of each other (a near tie, each frame's noise moving the estimates past one
+        another) then keep the frames where they are, instead of flipping between them: the
+        current mode's own frames keep its estimate up to date, and a real change (a slower link, a
+        fallback's wall time) that takes it past the margin moves the frames at the next one."""
+        current = self._current.get(shape)
+        margin = self.config.switch_margin
+        if current is None or current == best or current not in candidates or margin <= 1:
+            return best, reason
+        t_current, t_best = self.expected(current, shape), self.expected(best, shape)
+        if t_current == UNAVAILABLE:
+            return best, reason
+        deadline = self.config.deadline_s
+        if deadline is not None and t_current > deadline >= t_best:
+            return best, reason
+        if t_best * margin <= t_current:
+            return best, reason
+        return current, (f"kept ({best} expected {1000 * t_best:.0f} ms, not {margin:g}x faster "
+                         f"than its {1000 * t_current:.0f} ms)")
+
+    def _committed(self, candidates: list[str], shape: tuple) -> tuple[str, str]:
+        """``_best``, held by ``_hold``."""
+        return self._hold(*self._best(candidates, shape), candidates, shape)
+
     def choose(self, shape: tuple) -> tuple[str, str]:
         """(mode, reason) for the next frame of ``shape`` (foreground measurement: every mode runs on
         frames, for modes that have no ``probe``)."""
@@ -428,7 +511,7 @@ class Planner:
         stale = [m for m in self.modes if self._stale(m, shape)]
         if stale:
             return stale[0], "re-probe"
-        return self._best(list(self.modes), shape)
+        return self._committed(list(self.modes), shape)
 
     def _worth_probing(self, mode: str, shape: tuple, target: float | None) -> tuple[bool, str]:
         """Whether a probe of ``mode`` can pay: its lower bound (unmeasured) or modelled time
@@ -493,9 +576,9 @@ class Planner:
         if not self._measured("local", shape):
             return "local", "first measurement", probe
         measured = [m for m in self.modes if self._measured(m, shape) and self.estimates[(m, shape)] != UNAVAILABLE]
-        if self._stale("local", shape) and len(measured) > 1 and self._best(measured, shape)[0] != "local":
+        mode, reason = self._committed(measured, shape)
+        if self._stale("local", shape) and len(measured) > 1 and mode != "local":
             return "local", "re-probe", None  # (the next frames go remote: no probe beside them)
-        mode, reason = self._best(measured, shape)
         trial = self._trial(measured, mode, shape)
         if trial is not None:
             return trial, "trial", None
@@ -553,6 +636,7 @@ class Planner:
         def work():
             for _ in range(2 - self._runs[key] if first else 1):  # the cold first run is not kept
                 before = _bytes(method)
+                timed_before = _timed(method)
                 with self._lock:
                     self._busy += 1
                     self._generation += 1
@@ -571,6 +655,7 @@ class Planner:
                         self._last_run[key] = self._frame
                         return
                     if outcome is True:
+                        self._observe_transfer(method, timed_before)
                         self._learn(mode, shape, seconds, _bytes(method) - before)
                         self._source[key] = "probe"
                         self.summary.probes[(mode, "measured")] += 1
@@ -587,6 +672,18 @@ class Planner:
 
         self._probe = threading.Thread(target=work, name=f"edge-deblur-probe-{mode}", daemon=True)
         self._probe.start()
+
+    def _observe_transfer(self, method, before: tuple[int, float]) -> None:
+        """The link monitor learns the throughput from the bytes a frame's (or a probe's) answer
+        moved and the time they took (``V2Client``'s timed body: the round trip and the server's
+        compute are not in it), before the measurement's ``fixed`` part is learned with it. Only a
+        measurement that is kept (not overlapped by another transfer) is a figure of the link."""
+        observe = getattr(self.link, "observe_transfer", None)
+        if observe is None:
+            return
+        nbytes, seconds = (a - b for a, b in zip(_timed(method), before))
+        if nbytes > 0 and seconds > 0:
+            observe(nbytes, seconds)
 
     def _pings(self) -> None:
         """A round-trip ping, then a sized one while there is no throughput figure yet (at once: the
@@ -621,8 +718,11 @@ class Planner:
                 (mode, reason), probe = self.choose(shape), None
         if probe is not None:
             self._start_probe(probe, np.asarray(frame), shape)
+        if reason not in ("first measurement", "re-probe", "trial"):
+            self._current[shape] = mode  # the mode the frames go to now: others must beat it by the margin
         method = self.modes[mode]
         before = _bytes(method)
+        timed_before = _timed(method)
         remote = mode != "local"
         probing = self._probe is not None and self._probe.is_alive()
         if remote:
@@ -644,6 +744,8 @@ class Planner:
             if probing:
                 self.summary.probes[(mode, "frame not measured: beside a probe")] += 1
             else:
+                if remote:
+                    self._observe_transfer(method, timed_before)
                 # a frame's time replaces what probes measured (they ran beside frames); frames average
                 self._learn(mode, shape, seconds, _bytes(method) - before,
                             replace=self._source.get((mode, shape)) == "probe")
@@ -683,8 +785,13 @@ class Planner:
                 rtt = f"round trip {1000 * self.link.rtt:.0f} ms ({self.link.pings} pings)" if self.link.rtt is not None else \
                     f"round trip unmeasured ({self.link.failed} failed pings)"
                 rate = getattr(self.link, "throughput", None)
-                if rate:
-                    rtt += f", throughput {8 * rate / 1e6:.1f} Mbit/s ({self.link.sized} sized pings)"
+                sized = getattr(self.link, "sized_throughput", None)
+                real = getattr(self.link, "transfer_throughput", None)
+                if real and sized:
+                    rtt += (f", throughput {8 * real / 1e6:.1f} Mbit/s ({self.link.transfers} transfers; "
+                            f"sized pings {8 * sized / 1e6:.1f} Mbit/s, {self.link.sized})")
+                elif rate:
+                    rtt += f", throughput {8 * rate / 1e6:.1f} Mbit/s ({getattr(self.link, 'sized', 0)} sized pings)"
                 elif getattr(self.link, "sized_failed", None):
                     rtt += f", throughput unmeasured ({self.link.sized_failed})"
                 self.summary.link = rtt + (f"; {wire}" if wire else "")
