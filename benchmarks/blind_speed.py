@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -43,7 +44,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=8, help="linear light's pairs (0: speed only)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(args.threads)
     rng = np.random.default_rng(0)
@@ -62,6 +63,11 @@ def main(argv=None):
         blind(frame)
         splits.append((blind.last.seconds["estimate"], blind.last.seconds["restore"]))
     e, r = np.median(splits, axis=0)
+    single = BlindDeblurrer(blind.denoiser, replace(blind.config, restarts=()))
+    single_s = []
+    for _ in range(args.repeats):
+        single(frame)
+        single_s.append(sum(single.last.seconds.values()))
     print("| measurement | median seconds |\n|---|---:|")
     print(f"| kernel estimation, 255x255 gray, 31 px box, one estimate | {est:.2f} |")
     print(f"| kernel estimation, 255x255 gray, 31 px box, the blind method's {1 + len(blind.config.restarts)} candidates "
@@ -69,7 +75,10 @@ def main(argv=None):
     print(f"| blind path, 640x480 RGB: noise level, denoised copy, estimation (restarts, selection) | {e:.2f} |")
     print(f"| blind path, 640x480 RGB: HQS restoration (8 denoiser runs) | {r:.2f} |")
     print(f"| blind path, 640x480 RGB: total | {e + r:.2f} |")
+    print(f"| blind path, 640x480 RGB, one estimate (restarts=()): total | {np.median(single_s):.2f} |")
 
+    if args.pairs <= 0:
+        return
     srgb_cfg = BlindConfig(kernel_size=31, threads=args.threads, kernel=KernelConfig(linear_light=False),
                            restore=RestoreConfig(linear_light=False))
     variants = {"linear light": blind, "sRGB values": BlindDeblurrer(blind.denoiser, srgb_cfg)}
