@@ -904,7 +904,14 @@ def test_throughput_is_learned_from_real_transfers_not_the_sized_ping(frames):
 
 
 def test_link_monitor_averages_transfers_and_bounds_take_the_higher_figure():
-    from edge_deblur.partition.planner import LinkMonitor
+    from types import SimpleNamespace
+
+    from edge_deblur.partition.planner import LinkMonitor, _timed
+
+    # the timed bytes of Offload's client and of the split mode's (its runner's), none for a local method
+    client = SimpleNamespace(timed_bytes=5, timed_seconds=0.5)
+    assert _timed(SimpleNamespace(client=client)) == (5, 0.5) == _timed(SimpleNamespace(runner=SimpleNamespace(client=client)))
+    assert _timed(lambda frame: frame) == (0, 0.0)
 
     link = LinkMonitor("http://unused", client=object(), alpha=0.5)
     assert link.throughput is None and link.throughput_high is None

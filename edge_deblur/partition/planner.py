@@ -302,8 +302,8 @@ def _bytes(method) -> int:
 
 def _timed(method) -> tuple[int, float]:
     """A remote mode's client's timed response bytes and their seconds so far (``V2Client.timed_bytes``,
-    ``timed_seconds``), (0, 0) when it has none."""
-    client = getattr(method, "client", None)
+    ``timed_seconds``), (0, 0) when it has none. Offload keeps its client, the split mode its runner's."""
+    client = getattr(method, "client", None) or getattr(getattr(method, "runner", None), "client", None)
     return int(getattr(client, "timed_bytes", 0) or 0), float(getattr(client, "timed_seconds", 0.0) or 0.0)
 
 
