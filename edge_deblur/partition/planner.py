@@ -29,7 +29,10 @@ expected time is the moving average of the measured times.
 Hysteresis: once frames go to a mode, another takes them only when it is expected
 ``switch_margin`` (1.05) times faster, or the current one misses the deadline the other meets, or
 fails; near ties (split 255 ms against local 283) then go one way consistently, instead of
-flipping on each frame's noise, and the current mode's frames keep its estimate current.
+flipping on each frame's noise, and the current mode's frames keep its estimate current. A frame's
+time is learned as the median of the mode's last ``spike_window`` (3) frames (a fallback as it is),
+so one slow frame (this host's other jobs, a ping beside it) moves no estimate; a lasting change
+does from its second frame.
 
 The board finishes every frame it is not sure a remote mode does faster: frames go to the mode
 measured fastest, ``local`` (measured on the frames themselves, twice, the first one not kept: it
@@ -104,6 +107,11 @@ class PlannerConfig:
     # this many times faster (1.05: 5% faster); a mode that misses the deadline, fails or is
     # unavailable is left at once. 1: always the fastest expected (flips on every noisy frame)
     switch_margin: float = 1.05
+    # a frame's time is learned as the median of the mode's last ``spike_window`` frames (a frame the
+    # mode finished on the board, a fallback, is learned as it is): one frame slowed by this host's
+    # other jobs or a ping beside it (+40% here, one in six) does not move the estimate, a lasting
+    # change does from its second frame. 1: each frame as it is
+    spike_window: int = 3
 
     def __post_init__(self):
         if not self.max_quality_loss_db >= 0:
@@ -114,6 +122,8 @@ class PlannerConfig:
             raise ValueError(f"trial_margin {self.trial_margin!r}: expected >= 1")
         if not self.switch_margin >= 1:
             raise ValueError(f"switch_margin {self.switch_margin!r}: expected >= 1")
+        if self.spike_window < 1:
+            raise ValueError(f"spike_window {self.spike_window!r}: expected >= 1")
 
 
 def _png_chunk(kind: bytes, data: bytes) -> np.ndarray:
@@ -300,6 +310,12 @@ def _bytes(method) -> int:
     return int(getattr(s, "bytes_up", 0) + getattr(s, "bytes_down", 0)) if s is not None else 0
 
 
+def _fallbacks(method) -> int:
+    """Frames (or windows) a remote mode has finished on the board so far (its summary's fallbacks)."""
+    fallbacks = getattr(getattr(method, "summary", None), "fallbacks", None)
+    return int(sum(fallbacks.values())) if fallbacks else 0
+
+
 def _timed(method) -> tuple[int, float]:
     """A remote mode's client's timed response bytes and their seconds so far (``V2Client.timed_bytes``,
     ``timed_seconds``), (0, 0) when it has none. Offload keeps its client, the split mode its runner's."""
@@ -343,6 +359,7 @@ class Planner:
         self._source: dict[tuple[str, tuple], str] = {}  # what measured the estimate last: "probe" or "frame"
         self._last_trial: dict[tuple[str, tuple], int] = {}
         self._current: dict[tuple, str] = {}  # frame shape -> the mode frames go to (hysteresis, ``_hold``)
+        self._window: dict[tuple[str, tuple], list[tuple[float, int]]] = {}  # the last frames' (seconds, bytes)
         self._frame = 0
         self._lock = threading.Lock()
         self._probe: threading.Thread | None = None
@@ -673,6 +690,20 @@ class Planner:
         self._probe = threading.Thread(target=work, name=f"edge-deblur-probe-{mode}", daemon=True)
         self._probe.start()
 
+    def _despiked(self, mode: str, shape: tuple, seconds: float, wire_bytes: int, fell_back: bool,
+                  restart: bool) -> tuple[float, int]:
+        """The frame measurement to learn: the median (by time) of the mode's last ``spike_window``
+        frames, this one included; the frame itself while fewer are in, and for a fallback (the
+        board finished it: a miss, a refusal, a dead server price the mode out at once).
+        ``restart``: the frames before were not this estimate's (a probe's was)."""
+        key = (mode, shape)
+        window = [] if restart else self._window.get(key, [])
+        window = (window + [(seconds, wire_bytes)])[-self.config.spike_window:]
+        self._window[key] = window
+        if fell_back or len(window) < self.config.spike_window:
+            return seconds, wire_bytes
+        return sorted(window)[len(window) // 2]
+
     def _observe_transfer(self, method, before: tuple[int, float]) -> None:
         """The link monitor learns the throughput from the bytes a frame's (or a probe's) answer
         moved and the time they took (``V2Client``'s timed body: the round trip and the server's
@@ -723,6 +754,7 @@ class Planner:
         method = self.modes[mode]
         before = _bytes(method)
         timed_before = _timed(method)
+        fallbacks_before = _fallbacks(method)
         remote = mode != "local"
         probing = self._probe is not None and self._probe.is_alive()
         if remote:
@@ -747,8 +779,10 @@ class Planner:
                 if remote:
                     self._observe_transfer(method, timed_before)
                 # a frame's time replaces what probes measured (they ran beside frames); frames average
-                self._learn(mode, shape, seconds, _bytes(method) - before,
-                            replace=self._source.get((mode, shape)) == "probe")
+                replace = self._source.get((mode, shape)) == "probe"
+                seconds_kept, bytes_kept = self._despiked(mode, shape, seconds, _bytes(method) - before,
+                                                          fell_back=_fallbacks(method) > fallbacks_before, restart=replace)
+                self._learn(mode, shape, seconds_kept, bytes_kept, replace=replace)
                 self._source[(mode, shape)] = "frame"
             self._frame_runs[(mode, shape)] += 1
             if reason == "trial":
