@@ -180,7 +180,7 @@ def row_path(row: dict, config: BlindConfig) -> str:
     if "sharpness" not in row:
         if row["auto_path"] == "input":
             return "input"
-        return auto_path(replace(config, sharp_below=0.0, near_sharp_below=0.0), None, row["residual_ratio"], row["tv_ratio"])
+        return auto_path(config, None, row["residual_ratio"], row["tv_ratio"])  # no metric: no gate
     return auto_path(config, row["sharpness"], row["residual_ratio"], row["tv_ratio"])
 
 

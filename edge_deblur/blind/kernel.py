@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .signal import dft2, gradients, idft2_real, luminance, periodic_extend, psf2otf, psf2otf_full, srgb_to_linear
+from .signal import dft2, gradient_energy, gradients, idft2_real, luminance, periodic_extend, psf2otf, psf2otf_full, srgb_to_linear
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ def l0_latent(y: np.ndarray, kernel: np.ndarray, lam: float, *, sigma: float = 0
     # Full-grid OpenCV transforms: this loop is the estimator's cost (its FFTs), and cv2's are
     # 1.5x numpy's here (see signal.dft2).
     otf = psf2otf_full(kernel, shape)
-    fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None]
-    fx = np.fft.fftfreq(shape[1]).astype(np.float32)[None, :]
-    d2 = (4 * np.sin(np.pi * fx) ** 2 + 4 * np.sin(np.pi * fy) ** 2).astype(np.float32)  # |Dx|^2 + |Dy|^2
+    d2 = gradient_energy(shape)
     x = y.astype(np.float32)
     numerator0 = np.conj(otf) * dft2(x)
     k2 = (otf.real**2 + otf.imag**2).astype(np.float32)

@@ -66,16 +66,17 @@ def psf2otf_full(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return dft2(np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
 
 
-def gradient_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """OTFs of the forward differences d_x x = x[i, j+1] - x[i, j] and d_y x = x[i+1, j] - x[i, j]
-    (circular), on a ``shape`` grid in ``rfft2`` layout."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.exp(2j * np.pi * fx) - 1.0, np.exp(2j * np.pi * fy) - 1.0
+def gradient_energy(shape: tuple[int, int]) -> np.ndarray:
+    """|Dx|^2 + |Dy|^2 on a ``shape`` grid in :func:`dft2` layout (float32), for the forward
+    differences d_x x = x[i, j+1] - x[i, j] and d_y x = x[i+1, j] - x[i, j] (circular):
+    |e^(2 pi i f) - 1|^2 = 4 sin^2(pi f) per axis."""
+    fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None]
+    fx = np.fft.fftfreq(shape[1]).astype(np.float32)[None, :]
+    return (4 * np.sin(np.pi * fx) ** 2 + 4 * np.sin(np.pi * fy) ** 2).astype(np.float32)
 
 
 def gradients(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Circular forward differences (d_x x, d_y x), matching :func:`gradient_otfs`."""
+    """Circular forward differences (d_x x, d_y x), matching :func:`gradient_energy`."""
     return np.roll(x, -1, axis=1) - x, np.roll(x, -1, axis=0) - x
 
 
