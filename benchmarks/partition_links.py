@@ -1,6 +1,6 @@
 """Every partitioned mode and the planner over emulated links, side by side in one run.
 
-The "server" is ``edge-deblur serve`` (``deblur``: the teacher; ``split``: the student's middle) in
+The "server" is ``edge-deblur serve`` (``teacher``: the feed-forward network, what offload calls; ``split``: the student's middle) in
 a network namespace of its own, reached over a veth pair whose two ends are shaped by tc's token
 bucket filter (the link's rate, in the kernel; tests/serve_link.py's ``VethLink``); this kernel has no
 ``sch_netem``, so the round trip comes from tests/serve_link.py's ``LinkProxy`` (in a process of its own, on the server's core),
@@ -370,7 +370,7 @@ class Burst:
         client = V2Client(self.url, self.token)
         while not self._stop.is_set():
             try:
-                client.infer("deblur", "image", self.frame[None], timeout=30)
+                client.infer("teacher", "image", self.frame[None], timeout=30)
                 self.sent += 1
             except (RemoteError, Unreachable):
                 time.sleep(0.005)

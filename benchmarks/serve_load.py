@@ -54,12 +54,12 @@ def frame_of(size: tuple[int, int]) -> np.ndarray:
 def wire_cost(url: str, repeats: int) -> None:
     frame = frame_of((640, 480))[None]
     client = V2Client(url)
-    client.infer("deblur", "image", frame, timeout=120)  # warm-up
+    client.infer("teacher", "image", frame, timeout=120)  # warm-up
     times = {True: [], False: []}
     sizes = {}
     for _ in range(repeats):
         for binary in (True, False):
-            ex = client.infer("deblur", "image", frame, timeout=120, binary=binary)
+            ex = client.infer("teacher", "image", frame, timeout=120, binary=binary)
             times[binary].append(ex.seconds * 1000)
             sizes[binary] = (ex.bytes_up, ex.bytes_down)
     client.close()
@@ -81,7 +81,7 @@ def load(url: str, clients: int, seconds: float, frame: np.ndarray) -> tuple[flo
         client = V2Client(url)
         while time.perf_counter() < stop:
             try:
-                ex = client.infer("deblur", "image", frame[None], timeout=60)
+                ex = client.infer("teacher", "image", frame[None], timeout=60)
                 with lock:
                     latencies.append(ex.seconds * 1000)
                     outcomes["200"] += 1

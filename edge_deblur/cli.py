@@ -57,7 +57,10 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--gate", type=_non_negative_float, default=None, metavar="SHARPNESS", help="pass through untouched (the source file copied) any frame whose variance of the Laplacian reaches this (default: off)")
 
 
-def _method(args) -> pipeline.Method:
+def _method(args, server_model: str = "teacher") -> pipeline.Method:
+    """The method the options describe; with ``--server``, partitioned, offloading to the server's
+    ``server_model``: ``teacher`` (the feed-forward network) for streams, ``deblur`` (the server's
+    best, the auto engine: seconds per frame) for stills."""
     local = _local_method(args)
     if not args.server:
         return local
@@ -65,6 +68,7 @@ def _method(args) -> pipeline.Method:
 
     try:
         return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model,
+                                  server_model=server_model,
                                   frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None,
                                   encoding=args.encoding, max_quality_loss_db=args.max_quality_loss)
     except (ValueError, OSError) as e:
@@ -124,7 +128,7 @@ def cmd_deblur(args) -> int:
     # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
     pipeline.plan_batch(args.inputs, args.output or RUNS_DIR / "exp", suffix=args.suffix, compare=args.compare,
                         save_kernels=args.save_kernel)
-    method = _method(args)
+    method = _method(args, server_model="deblur")  # stills: the server's best quality
     output = args.output or next_run_folder()
     report = pipeline.deblur_files(method, args.inputs, output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,

@@ -1,5 +1,7 @@
 """edge-deblur serve: the KServe V2 protocol over HTTP and gRPC, called by stock clients (tritonclient),
 its refusals (auth, limits, validation), its metrics, and that no bad request stops it.
+Inference goes to the ``teacher`` model (the feed-forward network: milliseconds for a 64x64 crop);
+refusals and validation to ``deblur`` as well, whose auto engine is tested in test_serve_deblur.
 
 Servers run in-process on 127.0.0.1, ephemeral ports, stopped at the end of each module or test; one
 test runs the real CLI in a subprocess. Frames are 64x64 crops of a real photo blurred by a real
@@ -70,7 +72,7 @@ def _auth(tokens, who="alice"):
     return {"Authorization": f"Bearer {tokens[1][who]}"}
 
 
-def _http_infer(url, frame, headers, binary=True, model="deblur"):
+def _http_infer(url, frame, headers, binary=True, model="teacher"):
     client = thttp.InferenceServerClient(url)
     inp = thttp.InferInput("image", list(frame.shape), "UINT8")
     inp.set_data_from_numpy(frame, binary_data=binary)
@@ -82,7 +84,7 @@ def _grpc_infer(url, frame, token):
     client = tgrpc.InferenceServerClient(url)
     inp = tgrpc.InferInput("image", list(frame.shape), "UINT8")
     inp.set_data_from_numpy(frame)
-    return client.infer("deblur", [inp], headers={"authorization": f"Bearer {token}"}).as_numpy("image")
+    return client.infer("teacher", [inp], headers={"authorization": f"Bearer {token}"}).as_numpy("image")
 
 
 def _post(url, path, body: bytes, headers=None):
@@ -106,6 +108,7 @@ def test_stock_http_client_health_metadata_infer(server, tokens, pair):
     blurred, sharp = pair
     client = thttp.InferenceServerClient(server.http_url)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("deblur")
+    assert client.is_model_ready("teacher")
     meta = client.get_server_metadata(headers=_auth(tokens))
     assert meta["name"] == "edge-deblur" and "binary_tensor_data" in meta["extensions"]
     model = client.get_model_metadata("deblur", headers=_auth(tokens))
@@ -265,16 +268,16 @@ def test_metrics_triton_names_and_histograms(server, tokens, pair):
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             values[key] = float(value)
-    ok = values['nv_inference_request_success{model="deblur",version="1"}']
+    ok = values['nv_inference_request_success{model="teacher",version="1"}']
     assert ok >= 1
     assert "# TYPE nv_inference_request_success counter" in text
     assert values['nv_inference_request_failure{model="deblur",version="1",reason="OTHER"}'] >= 1  # earlier 400s
-    assert values['nv_inference_compute_infer_duration_us{model="deblur",version="1"}'] > 0
-    assert values['nv_inference_pending_request_count{model="deblur",version="1"}'] == 0
-    assert values['edge_deblur_inflight_requests{model="deblur",version="1"}'] == 0
-    assert values['edge_deblur_compute_duration_ms_count{model="deblur",version="1"}'] == ok
-    assert values['edge_deblur_queue_duration_ms_bucket{le="+Inf",model="deblur",version="1"}'] == ok
-    assert 'edge_deblur_request_duration_ms_bucket{le="5.0",model="deblur",version="1"}' in values
+    assert values['nv_inference_compute_infer_duration_us{model="teacher",version="1"}'] > 0
+    assert values['nv_inference_pending_request_count{model="teacher",version="1"}'] == 0
+    assert values['edge_deblur_inflight_requests{model="teacher",version="1"}'] == 0
+    assert values['edge_deblur_compute_duration_ms_count{model="teacher",version="1"}'] == ok
+    assert values['edge_deblur_queue_duration_ms_bucket{le="+Inf",model="teacher",version="1"}'] == ok
+    assert 'edge_deblur_request_duration_ms_bucket{le="5.0",model="teacher",version="1"}' in values
     assert values['edge_deblur_refused_requests_total{status="401"}'] >= 1
 
 
@@ -469,10 +472,10 @@ def test_tls_https_and_grpc(tmp_path, pair):
     with RunningServer(config) as s:
         frame = pair[0][None]
         trusted = ssl.create_default_context(cafile=str(cert))
-        result = V2Client(f"https://{s.http_url}", ssl_context=trusted).infer("deblur", "image", frame, timeout=30)
+        result = V2Client(f"https://{s.http_url}", ssl_context=trusted).infer("teacher", "image", frame, timeout=30)
         assert result.output.shape == frame.shape
         with pytest.raises(Exception):  # plain HTTP to a TLS port gets no answer
-            V2Client(f"http://{s.http_url}").infer("deblur", "image", frame, timeout=5)
+            V2Client(f"http://{s.http_url}").infer("teacher", "image", frame, timeout=5)
         client = tgrpc.InferenceServerClient(s.grpc_url, ssl=True, root_certificates=str(cert))
         assert client.is_server_live()
 
@@ -483,8 +486,8 @@ def test_gzip_request_and_slow_body(tokens, pair):
         client = thttp.InferenceServerClient(s.http_url)
         inp = thttp.InferInput("image", [1, 64, 64, 3], "UINT8")
         inp.set_data_from_numpy(pair[0][None])
-        zipped = client.infer("deblur", [inp], headers=_auth(tokens), request_compression_algorithm="gzip")
-        plain = client.infer("deblur", [inp], headers=_auth(tokens))
+        zipped = client.infer("teacher", [inp], headers=_auth(tokens), request_compression_algorithm="gzip")
+        plain = client.infer("teacher", [inp], headers=_auth(tokens))
         np.testing.assert_array_equal(zipped.as_numpy("image"), plain.as_numpy("image"))
 
         # a client that announces 1000 bytes and sends 10 is cut off after the timeout, with 408

@@ -125,10 +125,10 @@ def test_export_triton_repository(tmp_path, photo):
     from edge_deblur.serve.export import OUTPUT, TritonExport, export_triton
 
     repo = export_triton(tmp_path / "repo", TritonExport(max_batch_size=4, max_queue=7, queue_delay_us=1500))
-    model_dir = repo / "deblur"
+    model_dir = repo / "teacher"  # the network under the name a stream's offload calls
     text = (model_dir / "config.pbtxt").read_text()
     fields = _config_fields(text)
-    assert fields["name"] == "deblur" and fields["backend"] == "onnxruntime" and fields["max_batch_size"] == "4"
+    assert fields["name"] == "teacher" and fields["backend"] == "onnxruntime" and fields["max_batch_size"] == "4"
     assert "dynamic_batching" in text and fields["max_queue_delay_microseconds"] == "1500"
     assert fields["max_queue_size"] == "7" and fields["timeout_action"] == "REJECT"
     assert "TYPE_UINT8" in text and f'"{OUTPUT}"' in text
@@ -186,10 +186,10 @@ class _PbUtils:
 
 
 def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_path, photo, monkeypatch):
-    """The repository has ``split`` and ``kernel`` beside ``deblur``: Python-backend configs with a
-    batch of one and the queue policy, and a model.py that, run with Triton's backend API (a stand-in
-    here), gives the split middle to the bit of the board's own and the blind engine's kernel; a bad
-    request is an error response, not an exception."""
+    """The repository has ``deblur``, ``split`` and ``kernel`` beside ``teacher``: Python-backend
+    configs with a batch of one and the queue policy, and a model.py that, run with Triton's backend
+    API (a stand-in here), gives the split middle to the bit of the board's own, the blind engine's
+    kernel and the auto engine's image; a bad request is an error response, not an exception."""
     pytest.importorskip("onnx", reason="onnx is not installed")
     import importlib.util
     import sys
@@ -198,8 +198,9 @@ def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_pat
     from edge_deblur.serve.export import TritonExport, export_triton
 
     repo = export_triton(tmp_path / "repo", TritonExport(max_queue=5, queue_timeout_us=3_000_000))
-    assert sorted(p.name for p in repo.iterdir()) == ["deblur", "kernel", "split"]
-    for name, (i_name, o_name) in {"split": ("features", "features"), "kernel": ("image", "kernel")}.items():
+    assert sorted(p.name for p in repo.iterdir()) == ["deblur", "kernel", "split", "teacher"]
+    for name, (i_name, o_name) in {"split": ("features", "features"), "kernel": ("image", "kernel"),
+                                   "deblur": ("image", "image")}.items():
         text = (repo / name / "config.pbtxt").read_text()
         fields = _config_fields(text)
         assert fields["name"] == name and fields["backend"] == "python" and fields["max_batch_size"] == "1"
@@ -242,3 +243,14 @@ def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_pat
     assert answer.error is None and k.shape == (1, 9, 9) and k.dtype == np.float32 and abs(k.sum() - 1) < 1e-3
     (too_big,) = kernel.execute([_PbUtils.Request({"image": np.zeros((1, 2048, 2048), np.uint8)}, {})])
     assert too_big.error is not None and "pixels" in too_big.error.message()
+
+    from edge_deblur.blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
+
+    deblur = load("deblur")  # the auto engine, as edge-deblur serve's deblur (one thread)
+    auto = AutoDeblurrer(BlindDeblurrer.load(BlindConfig(threads=1)), Deblurrer.load("teacher", threads=1))
+    crop = np.ascontiguousarray(photo[200:264, 200:264])
+    (image,) = deblur.execute([_PbUtils.Request({"image": crop[None]}, {})])
+    assert image.error is None and image.output_tensors[0].as_numpy().shape == (1, 64, 64, 3)
+    np.testing.assert_array_equal(image.output_tensors[0].as_numpy()[0], auto(crop))
+    (wrong,) = deblur.execute([_PbUtils.Request({"image": crop[None, ..., :2].copy()}, {})])
+    assert wrong.error is not None and "shape" in wrong.error.message()

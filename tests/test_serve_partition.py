@@ -1,7 +1,8 @@
 """The board's side of offload: frames through `edge-deblur serve`, and every way the server can fail
 (dead, killed mid-stream, refusing, slow, wrong token) ending with the frame done locally, in order.
 
-Frames are 64x64 crops of a real photo; the server and the board both run the bundled teacher, so a
+Frames are 64x64 crops of a real photo; the server (its ``teacher`` model, which a stream's offload
+calls) and the board both run the bundled teacher, so a
 frame's result is the same (within one 8-bit step) whichever side made it, and a frame given the
 wrong result, lost or out of order shows."""
 
@@ -127,9 +128,10 @@ def test_wrong_token_and_rate_limit_fall_back(frames, teacher, tmp_path):
 
 
 class _SlowImageModel:
-    """``deblur`` that answers x + 1 when the test lets it: a server that is slow or full on demand."""
+    """``teacher`` (what offload calls) that answers x + 1 when the test lets it: a server that is
+    slow or full on demand."""
 
-    name, version, platform = "deblur", "1", "test"
+    name, version, platform = "teacher", "1", "test"
     inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
     outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3))]
 
@@ -176,9 +178,9 @@ def test_client_reads_the_only_output_whatever_its_name(frames):
     registry.add(Renamed())
     with RunningServer(ServeConfig(port=0, grpc_port=None), registry=registry) as s:
         client = V2Client(f"http://{s.http_url}")
-        assert client.ready("deblur")
-        exchange = client.infer("deblur", "image", frames[0][None], timeout=10)
-        as_json = client.infer("deblur", "image", frames[0][None], timeout=10, binary=False)
+        assert client.ready("teacher")
+        exchange = client.infer("teacher", "image", frames[0][None], timeout=10)
+        as_json = client.infer("teacher", "image", frames[0][None], timeout=10, binary=False)
         client.close()
     assert np.array_equal(exchange.output[0], frames[0] + 1) and np.array_equal(as_json.output, exchange.output)
     assert as_json.bytes_up > 3 * exchange.bytes_up  # what JSON tensors cost on the wire
@@ -337,7 +339,7 @@ def test_load_many_clients_bounded_and_self_stopping(frames, teacher):
             c = V2Client(f"http://{s.http_url}")
             while time.monotonic() < stop:
                 try:
-                    right = _close(c.infer("deblur", "image", frames[0][None], timeout=30).output[0], expected)
+                    right = _close(c.infer("teacher", "image", frames[0][None], timeout=30).output[0], expected)
                     with lock:
                         if right:
                             outcomes["ok"] += 1
@@ -358,10 +360,10 @@ def test_load_many_clients_bounded_and_self_stopping(frames, teacher):
         for t in threads:
             t.join(60)
         assert not any(t.is_alive() for t in threads)
-        assert V2Client(f"http://{s.http_url}").ready("deblur")
+        assert V2Client(f"http://{s.http_url}").ready("teacher")
         text = s.engine.metrics.exposition().decode()
     assert outcomes["other"] == [] and outcomes["ok"] >= 3 and outcomes["503"] >= 1, outcomes
-    assert f'nv_inference_request_success{{model="deblur",version="1"}} {float(outcomes["ok"])!r}' in text
+    assert f'nv_inference_request_success{{model="teacher",version="1"}} {float(outcomes["ok"])!r}' in text
 
 
 def test_kernel_mode_crop_up_kernel_down_restore_on_the_board(photo, levin_kernels, teacher):
@@ -577,7 +579,7 @@ class _Remote:
 
         self.clock, self.link, self.compute_s, self.bytes, self.codec_s = clock, link, compute_s, wire_bytes, codec_s
         self.encoding = parse_encoding(encoding)
-        self.config = OffloadConfig("http://unused", model="deblur")
+        self.config = OffloadConfig("http://unused", model="teacher")
         self.summary = dataclasses.make_dataclass("S", [("bytes_up", int, 0), ("bytes_down", int, 0)])()
         self.calls = 0
 

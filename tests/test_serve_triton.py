@@ -102,7 +102,8 @@ def test_the_board_talks_to_a_real_triton_unchanged(triton, photo):
     crops = [np.ascontiguousarray(photo[y:y + 64, x:x + 72]) for y, x in [(0, 0), (150, 200), (300, 40)]]
     crops.append(np.ascontiguousarray(photo[10:71, 20:95]))  # 61x75: off the network's stride
     offload = Offload(OffloadConfig(f"http://{triton['http']}", deadline_s=60), local=teacher)
-    assert V2Client(f"http://{triton['http']}").ready("deblur")
+    assert offload.config.model == "teacher"  # a stream's offload: the network, exported as teacher
+    assert V2Client(f"http://{triton['http']}").ready("teacher")
     for crop in crops:
         out = offload(crop)
         assert out.shape == crop.shape and np.abs(out.astype(int) - teacher(crop).astype(int)).max() <= 1
@@ -113,7 +114,7 @@ def test_the_board_talks_to_a_real_triton_unchanged(triton, photo):
     for name in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_queue_duration_us",
                  "nv_inference_compute_infer_duration_us", "nv_inference_pending_request_count"):
         assert f"# TYPE {name} " in metrics, name
-    ok = [l for l in metrics.splitlines() if l.startswith('nv_inference_request_success{model="deblur"')]
+    ok = [l for l in metrics.splitlines() if l.startswith('nv_inference_request_success{model="teacher"')]
     assert ok and float(ok[0].rsplit(" ", 1)[1]) >= len(crops)
 
 
@@ -124,11 +125,11 @@ def test_stock_grpc_client_against_triton(triton, photo):
     server = client.get_server_metadata(as_json=True)
     assert server["name"] == "triton"
     print(f"Triton {server['version']}")  # 2.51.0 in nvidia-pytriton 0.7.0
-    meta = client.get_model_metadata("deblur", as_json=True)
+    meta = client.get_model_metadata("teacher", as_json=True)
     assert meta["inputs"][0]["name"] == "image" and meta["inputs"][0]["datatype"] == "UINT8"
     inp = tgrpc.InferInput("image", list(crop.shape), "UINT8")
     inp.set_data_from_numpy(crop)
-    out = client.infer("deblur", [inp]).as_numpy("deblurred")
+    out = client.infer("teacher", [inp]).as_numpy("deblurred")
     assert out.shape == crop.shape and out.dtype == np.uint8
 
 

@@ -12,6 +12,10 @@ from .planner import LinkMonitor, Planner, PlannerConfig
 from .split import SplitOffload
 
 MODES = ("auto", "local", "offload", "split", "kernel")
+# How long a still may take on the server's ``deblur`` (the auto engine: 17.7-19.3 s for 640x480 on the
+# bench host's CPU, minutes for megapixels; the server's own --timeout, 30 s by default, may stop
+# it sooner, and the board then does the image itself).
+STILL_DEADLINE_S = 300.0
 
 
 class PartitionedMethod:
@@ -51,9 +55,9 @@ class PartitionedMethod:
 
 
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
-                       deadline_s: float = 1.0, frame_deadline_s: float | None = None,
+                       deadline_s: float | None = None, frame_deadline_s: float | None = None,
                        student: str | Path = "default", split_level: int = 2, encoding: str = "raw",
-                       max_quality_loss_db: float = 0.0) -> PartitionedMethod:
+                       max_quality_loss_db: float = 0.0, server_model: str = "teacher") -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
     fallback (``offload``), the INT8 ``student`` cut at ``split_level`` with its middle on the
     server's ``split`` model (``split``: the student's result, its middle run here when the server
@@ -61,17 +65,23 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
     choice per frame between local, offload and (when the server serves ``split``) split
     (``auto``: remote modes measured in the background on frame copies, the link's round trip
-    pinged; ``planner``). ``deadline_s`` bounds a server's answer; ``frame_deadline_s`` is the planner's
+    pinged; ``planner``). ``deadline_s`` bounds a server's answer (default: 1 s, or
+    ``STILL_DEADLINE_S`` for ``server_model="deblur"``, whose auto engine takes seconds); ``frame_deadline_s`` is the planner's
     frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``).
     ``max_quality_loss_db`` (auto): the planner may also offload in a lossy encoding whose measured
     loss (``encoding.QUALITY_LOSS_DB``) is within it, besides raw and PNG; 0 (the default): lossless
-    only. A lossy ``encoding`` stated for auto must be within it too (ValueError otherwise)."""
+    only. A lossy ``encoding`` stated for auto must be within it too (ValueError otherwise).
+    ``server_model`` is the server's model that offload calls: ``teacher`` (the feed-forward
+    network, the default: real time) or ``deblur`` (the server's best, its auto engine: seconds per
+    frame, for stills); the link monitor's sized pings always go to ``teacher``."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
         if mode in ("offload", "split", "kernel"):
             raise ValueError(f"mode {mode} needs a server URL")
         return PartitionedMethod(local, None, None)
+    if deadline_s is None:
+        deadline_s = STILL_DEADLINE_S if server_model == "deblur" else 1.0
     token = read_token(token_file) if token_file else None
     if mode == "kernel":
         kernel = KernelOffload(KernelModeConfig(OffloadConfig(server, token, model="kernel", deadline_s=deadline_s)),
@@ -81,7 +91,8 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     if mode == "split":
         split = SplitOffload(split_config, student, split_level, local=local)
         return PartitionedMethod(split, None, None, split)
-    offload = Offload(OffloadConfig(server, token, deadline_s=deadline_s, encoding=encoding), local=local)
+    offload = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s, encoding=encoding),
+                      local=local)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
     from .encoding import encodings_within, parse_encoding, quality_loss_db
@@ -106,7 +117,8 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     for other in encodings_within(max_quality_loss_db):  # the planner's own choice of encoding, one mode each
         if other != str(stated):
             # a connection of its own: a probe of one encoding must not hold up a frame in another
-            modes[f"offload {other}"] = Offload(OffloadConfig(server, token, deadline_s=deadline_s, encoding=other),
+            modes[f"offload {other}"] = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s,
+                                                              encoding=other),
                                                 local=local)
     planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True,
                                            max_quality_loss_db=max_quality_loss_db), link=LinkMonitor(server, token))

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 class OffloadConfig:
     url: str  # http://host:8000 or https://...
     token: str | None = None
-    model: str = "deblur"
+    # the server's model: "teacher", the feed-forward network (a frame in ~0.2 s), for streams;
+    # "deblur" is the server's best quality (the auto engine, seconds per frame): stills only
+    model: str = "teacher"
     input_name: str = "image"
     deadline_s: float = 1.0  # the server's answer must arrive within this, or the board does the frame
     probe_after_s: float = 2.0  # after a dead server, stay local this long before trying again

@@ -8,7 +8,7 @@ A remote mode's frame time is modelled as its parts:
 board's stages (coding the frame, the split mode's head and tail parts) and the server's compute
 (its queue included). The link's two figures come from a :class:`LinkMonitor` on a connection of
 its own: the round trip from ``GET /v2/health/ready`` every ``ping_every_s``, the throughput from a
-*sized ping* (two 8x8 PNGs through the ``deblur`` model, one padded with 64 kB the decoder skips:
+*sized ping* (two 8x8 PNGs through the ``teacher`` model, one padded with 64 kB the decoder skips:
 the difference of their times is the transfer of those bytes, without the server's compute) every
 ``sized_ping_every`` pings; both are moving averages, and neither moves a frame's worth of bytes.
 The sized ping's 64 kB pass tc's bucket and the queues faster than a frame's hundreds of kB, so
@@ -136,13 +136,13 @@ def _png_chunk(kind: bytes, data: bytes) -> np.ndarray:
 class LinkMonitor:
     """The link's round trip and throughput, on a connection of its own (its first ping, which pays
     the TCP handshake, is not kept): ``ping`` (``GET /v2/health/ready``, a few hundred bytes) for the
-    round trip, ``sized_ping`` (two 8x8 PNGs through the server's ``deblur`` model, one carrying
+    round trip, ``sized_ping`` (two 8x8 PNGs through the server's ``teacher`` model, one carrying
     ``bytes_each_way`` more) for the throughput. Moving averages with weight ``alpha``. A ping that
     overlapped a frame's or a probe's transfer (``busy()`` true before or after it, or a transfer
     begun meanwhile: ``generation()`` moved) is dropped: it measured the other's queue."""
 
     def __init__(self, url: str, token: str | None = None, alpha: float = 0.3, timeout_s: float = 2.0,
-                 client: V2Client | None = None, model: str = "deblur", bytes_each_way: int = 64_000):
+                 client: V2Client | None = None, model: str = "teacher", bytes_each_way: int = 64_000):
         self.client = client or V2Client(url, token)
         self.alpha, self.timeout_s, self.model = alpha, timeout_s, model
         self.bytes_each_way = bytes_each_way
@@ -203,7 +203,8 @@ class LinkMonitor:
     def sized_ping(self) -> float | None:
         """One throughput measurement (bytes/s), or None (``sized_failed`` says why).
 
-        Two requests to the server's ``deblur`` model that differ only in their bytes: an 8x8 gray
+        Two requests to the server's ``teacher`` model (the feed-forward network: the same
+        compute for both, tens of ms; ``deblur``'s auto engine would take a path of its own) that differ only in their bytes: an 8x8 gray
         PNG, and the same PNG carrying ``bytes_each_way`` more in a private ancillary chunk (which
         decoders skip). The server decodes and deblurs the same 8 x 8 pixels for both, so the
         difference of their times is the extra bytes' transfer time, without the server's compute
@@ -222,7 +223,7 @@ class LinkMonitor:
             for _ in range(1 if self.sized else 2):
                 small = self._timed_infer(plain)
                 large = self._timed_infer(padded)
-        except Exception as e:  # noqa: BLE001 - no deblur model, no PNG, a refusal, a dead link: no figure
+        except Exception as e:  # noqa: BLE001 - no such model, no PNG, a refusal, a dead link: no figure
             self.sized_failed = f"{type(e).__name__}: {e}"[:120]
             return None
         if small is None or large is None:

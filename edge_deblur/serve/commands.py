@@ -27,7 +27,8 @@ def cmd_serve(args) -> int:
                     workers=args.workers, max_queue=args.max_queue, timeout_s=args.timeout, rate=args.rate,
                     burst=args.burst)
     config = ServeConfig(host=args.host, port=args.port, grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-                         tokens=Path(args.tokens) if args.tokens else None, model=args.model, threads=args.threads,
+                         tokens=Path(args.tokens) if args.tokens else None, model=args.model, deblur=args.deblur,
+                         threads=args.threads,
                          limits=limits, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          model_dir=Path(args.model_dir) if args.model_dir else None)
     serve(config, on_ready=lambda line: print(line, flush=True))
@@ -61,7 +62,7 @@ def cmd_export(args) -> int:
                                               extra=tuple(args.extra)))
     models = ", ".join(f"'{m}'" for m in (args.name, *args.extra))
     print(f"wrote a Triton model repository to {out} (models {models}); run: tritonserver --model-repository {out}"
-          + (" (split and kernel run in Triton's Python backend: install edge-deblur in its Python)" if args.extra else ""))
+          + (f" ({', '.join(args.extra)} run in Triton's Python backend: install edge-deblur in its Python)" if args.extra else ""))
     return 0
 
 
@@ -71,7 +72,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port, -1: no gRPC)")
     p.add_argument("--tokens", help="token file (edge-deblur token add): require 'Authorization: Bearer TOKEN'")
-    p.add_argument("--model", default="teacher", help="what serves 'deblur': a bundled model or a .tflite/.onnx file")
+    p.add_argument("--model", default="teacher",
+                   help="the feed-forward network served as 'teacher' (what a stream's offload calls, ~0.2 s for "
+                        "640x480) and the auto engine's fallback: a bundled model or a .tflite/.onnx file (default: teacher)")
+    p.add_argument("--deblur", default="auto", metavar="auto|teacher|FILE",
+                   help="what serves 'deblur' (stills, the best quality here): auto (the blind engine, checked, falling "
+                        "back to --model; seconds per frame), teacher (--model itself), or another network "
+                        "(a bundled model or a .tflite/.onnx file) (default: auto)")
     p.add_argument("--model-dir", help="also serve every .tflite/.onnx image-to-image model in this folder, named by its stem")
     p.add_argument("--workers", type=int, default=1, help="requests computed at once")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
@@ -95,15 +102,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("engine", choices=["triton"])
     p.add_argument("dir", help="the model repository folder to write")
     p.add_argument("--model", default="teacher", help="a bundled .onnx model or an .onnx file (default: the teacher)")
-    p.add_argument("--name", default="deblur", help="the model's name in the repository")
+    p.add_argument("--name", default="teacher",
+                   help="the network's name in the repository (default: teacher, what a stream's offload calls)")
     p.add_argument("--max-batch", type=int, default=4, help="dynamic batching: largest batch")
     p.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching: longest wait to fill a batch")
     p.add_argument("--max-queue", type=int, default=16, help="queue policy: requests waiting before rejection")
     p.add_argument("--queue-timeout-us", type=int, default=5_000_000, help="queue policy: longest wait in the queue")
     p.add_argument("--instances", type=int, default=1, help="model instances (CPU)")
-    p.add_argument("--extra", nargs="*", choices=["split", "kernel"], default=["split", "kernel"],
-                   help="Python-backend models beside deblur: split (the students' middle stages), kernel (the blind "
-                        "engine's kernel estimate) (default: both; --extra alone: none)")
+    p.add_argument("--extra", nargs="*", choices=["deblur", "split", "kernel"], default=["deblur", "split", "kernel"],
+                   help="Python-backend models beside the network: deblur (the auto engine, for stills), split (the "
+                        "students' middle stages), kernel (the blind engine's kernel estimate) (default: all three; "
+                        "--extra alone: none)")
     p.set_defaults(func=cmd_export)
 
 

@@ -120,6 +120,9 @@ class Engine:
         now = time.perf_counter()
         self.metrics.success(model.name, model.version, now - timing.admitted, timing.started - timing.admitted,
                              timing.finished - timing.started)
+        path = getattr(outputs, "parameters", {}).get("path")
+        if path is not None:  # deblur's: which way the image went (blind, network, input)
+            self.metrics.path(model.name, model.version, str(path))
         return outputs
 
     def _timed_out(self, model, future, timeout: float):

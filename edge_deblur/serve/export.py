@@ -1,6 +1,11 @@
-"""``edge-deblur export triton DIR``: a Triton model repository serving what ``deblur`` serves.
+"""``edge-deblur export triton DIR``: a Triton model repository serving what ``edge-deblur serve`` serves.
 
-Triton's ONNX Runtime backend runs the model, so the frame's 8-bit handling that
+The feed-forward network is exported as ``teacher`` (``--name``), the name ``edge-deblur serve``
+gives it and the one a board's stream offloads to (``partition.OffloadConfig``); ``deblur``, the
+server's best quality for stills (the auto engine: blind estimation, checked, falling back to the
+network; seconds per frame), is a Python-backend model like ``split`` and ``kernel`` below.
+
+Triton's ONNX Runtime backend runs the network, so the frame's 8-bit handling that
 :class:`edge_deblur.model.Deblurrer` does in numpy is written into the graph around the bundled
 float teacher: UINT8 NHWC in, /255, reflect-padded to the network's stride, the network, cropped
 back, clipped to [0, 1], x255, rounded, UINT8 out (the same arithmetic as one window of the local
@@ -13,23 +18,26 @@ output (as ``edge_deblur.partition`` does) works with both.
 waits longer than ``queue_timeout_us`` or finds ``max_queue`` requests waiting: the same
 back-pressure as ``edge-deblur serve``'s 503. Needs ``onnx`` (the convert or test extra).
 
-Beside ``deblur``, the repository gets the two other models the board's modes call (``extra``):
+Beside ``teacher``, the repository gets the other models the board calls (``extra``):
 
+- ``deblur``: the auto engine (``edge_deblur.blind.AutoDeblurrer``), what ``edge-deblur deblur
+  --server`` sends stills to; Triton's Python backend gives it no response parameters, so unlike
+  ``edge-deblur serve`` it does not say the path an image took;
 - ``split``: the middle stages of the bundled INT8 students (the board's ``split`` mode), and
 - ``kernel``: the blind engine's kernel estimate of a gray keyframe crop (the ``kernel`` mode),
 
 as Triton Python-backend models (``1/model.py``): their work is LiteRT and numpy code, not a graph
 Triton's ONNX Runtime backend could run (the split middle is an INT8 ``.tflite`` cut; Triton's
 TFLite backend is arm64-only; the kernel estimate is iterative Python), so the Python backend's
-stub imports this package and runs the same ``SplitModel`` / ``KernelModel`` as ``edge-deblur
-serve`` (``pip install edge-deblur`` in the Python that Triton's Python backend uses). Neither
-batches: split's features are zlib bytes of a length of their own per frame, and an estimate is
+stub imports this package and runs the same ``AutoDeblurModel`` / ``SplitModel`` / ``KernelModel``
+as ``edge-deblur serve`` (``pip install edge-deblur`` in the Python that Triton's Python backend
+uses). None batches: an auto engine's frame is seconds of iterations of its own, split's features are zlib bytes of a length of their own per frame, and an estimate is
 one crop's iterations, so nothing is gained by stacking requests. Triton's queue (its bound and
 timeout, the 503 of a full server) is part of its dynamic batcher, which needs a batch dimension
 (Triton issue 6368), so both have ``max_batch_size: 1`` with a dynamic batcher that waits for
 nothing (``max_queue_delay_microseconds: 0``) and the same queue policy as ``deblur``; their
-tensors then carry a leading batch dimension of 1 (features ``[1, n]``, a crop ``[1, H, W]``, the
-kernel ``[1, k, k]``), which the board's split and kernel modes send and read.
+tensors then carry a leading batch dimension of 1 (an image ``[1, H, W, 3]``, features ``[1, n]``,
+a crop ``[1, H, W]``, the kernel ``[1, k, k]``), which the board's modes send and read.
 """
 
 from __future__ import annotations
@@ -51,17 +59,18 @@ OUTPUT = "deblurred"
 @dataclass(frozen=True)
 class TritonExport:
     model: str = "teacher"  # a bundled .onnx model's name or an .onnx file: a float NHWC [0, 1] network
-    name: str = "deblur"
+    name: str = "teacher"  # the network's name in the repository: what a stream's offload calls
     max_batch_size: int = 4
     queue_delay_us: int = 2000
     max_queue: int = 16
     queue_timeout_us: int = 5_000_000
     instances: int = 1
-    extra: tuple[str, ...] = ("split", "kernel")  # Python-backend models beside deblur (PYTHON_MODELS)
+    extra: tuple[str, ...] = ("deblur", "split", "kernel")  # Python-backend models beside it (PYTHON_MODELS)
 
 
 # name -> (input, datatype, dims without the batch dimension, output, datatype, dims)
 PYTHON_MODELS = {
+    "deblur": ("image", "TYPE_UINT8", "[ -1, -1, 3 ]", "image", "TYPE_UINT8", "[ -1, -1, 3 ]"),
     "split": ("features", "TYPE_UINT8", "[ -1 ]", "features", "TYPE_UINT8", "[ -1 ]"),
     "kernel": ("image", "TYPE_UINT8", "[ -1, -1 ]", "kernel", "TYPE_FP32", "[ -1, -1 ]"),
 }
@@ -99,8 +108,12 @@ class TritonPythonModel:
 
 def python_model(name: str, threads: int = 1):
     """The ``edge-deblur serve`` model that the exported Python-backend model ``name`` runs."""
-    from .registry import KernelModel, SplitModel, blind_estimator
+    from .registry import AutoDeblurModel, KernelModel, SplitModel, blind_available, blind_estimator
 
+    if name == "deblur":
+        if not blind_available():
+            raise EdgeDeblurError("the deblur model needs edge_deblur.blind.AutoDeblurrer in this installation")
+        return AutoDeblurModel(threads=threads)
     if name == "split":
         return SplitModel(threads=threads)
     if name == "kernel":
@@ -128,8 +141,9 @@ def triton_predict(model, inputs: dict[str, np.ndarray], parameters: dict) -> tu
         out = model.predict(inputs, parameters)
     except ProtocolError as e:
         return {}, str(e)
-    # split answers a [1, n] request in [1, m] already; the kernel [k, k] gets its batch dimension
-    return {k: v if model.name == "split" else v[None] for k, v in out.items()}, None
+    # split answers a [1, n] request in [1, m] already, deblur a [1, H, W, 3] one in kind; the
+    # kernel [k, k] gets its batch dimension
+    return {k: v if model.name in ("split", "deblur") else v[None] for k, v in out.items()}, None
 
 
 def _batching_and_instances(spec: TritonExport, queue_delay_us: int) -> str:
@@ -254,6 +268,8 @@ def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) ->
     unknown = sorted(set(spec.extra) - set(PYTHON_MODELS))
     if unknown:
         raise EdgeDeblurError(f"no exportable model {', '.join(map(repr, unknown))} (known: {', '.join(PYTHON_MODELS)})")
+    if spec.name in spec.extra:
+        raise EdgeDeblurError(f"the network's name {spec.name!r} is also a Python-backend model's; choose another --name")
     source = _onnx_path(spec.model)
     sidecar = read_sidecar(source)
     if sidecar.get("input_range", [0, 1])[1] != 1:

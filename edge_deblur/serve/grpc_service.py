@@ -173,6 +173,10 @@ class InferenceServicer:
         timeout = self.engine.deadline(params.get("timeout"), context.time_remaining())
         outputs = self.engine.infer(model, arrays, params, timeout)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+        for key, value in getattr(outputs, "parameters", {}).items():  # the model's own (deblur: path)
+            field = ("bool_param" if isinstance(value, bool) else "int64_param" if isinstance(value, int)
+                     else "double_param" if isinstance(value, float) else "string_param")
+            setattr(response.parameters[key], field, value if field != "string_param" else str(value))
         for name in requested or [s.name for s in model.outputs]:
             t = Tensor(name, np.ascontiguousarray(outputs[name]))
             response.outputs.add(name=name, datatype=t.datatype, shape=list(t.array.shape))

@@ -139,7 +139,8 @@ def create_app(engine: Engine) -> FastAPI:
         outputs = await engine.infer_async(served, decoded.inputs, decoded.parameters, timeout)
         names = decoded.outputs or [s.name for s in served.outputs]
         tensors = [Tensor(n, outputs[n]) for n in names]
-        body, header_length = await asyncio.to_thread(encode_response, served.name, served.version, decoded, tensors)
+        body, header_length = await asyncio.to_thread(encode_response, served.name, served.version, decoded, tensors,
+                                                   getattr(outputs, "parameters", None))
         if header_length is None:
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})

@@ -13,6 +13,8 @@ Our own, because Triton has no metric of that meaning: histograms with milliseco
 aggregated across replicas; histograms can), and the gauge ``edge_deblur_inflight_requests``
 (admitted and not yet answered: waiting or computing), plus the counter ``edge_deblur_refused_requests_total`` by
 HTTP status for refusals that reach no model (401, 403, 413, 429 before a model is known).
+``edge_deblur_paths_total`` counts, per model, the path answered images took where the model says
+one (``deblur``'s auto engine: ``blind``, ``network`` or ``input``).
 
 Triton's counters carry no ``_total`` suffix; prometheus-client's Counter would add one, so they
 are written out by :class:`_TritonCounters` itself.
@@ -89,6 +91,8 @@ class ServerMetrics:
         self.request_ms = histogram("edge_deblur_request_duration_ms", "Inference request duration, admission to answer, ms")
         self.queue_ms = histogram("edge_deblur_queue_duration_ms", "Time waiting for a worker, ms")
         self.compute_ms = histogram("edge_deblur_compute_duration_ms", "Model execution time, ms")
+        self.paths = Counter("edge_deblur_paths", "Answered images by the path they took (deblur: blind, network, input)",
+                             ["model", "version", "path"], registry=self.registry)
         self.refused = Counter("edge_deblur_refused_requests", "Requests refused before reaching a model, by HTTP status",
                              ["status"], registry=self.registry)
 
@@ -107,6 +111,9 @@ class ServerMetrics:
     def failure(self, model: str, version: str, reason: str) -> None:
         assert reason in FAILURE_REASONS, reason
         self.counters.inc("nv_inference_request_failure", (model, version, reason))
+
+    def path(self, model: str, version: str, path: str) -> None:
+        self.paths.labels(model, version, path).inc()
 
     def refusal(self, status: int) -> None:
         self.refused.labels(str(status)).inc()

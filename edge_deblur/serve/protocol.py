@@ -190,9 +190,11 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
                         parameters=request_params)
 
 
-def encode_response(model: str, version: str, request: InferRequest, outputs: list[Tensor]) -> tuple[bytes, int | None]:
+def encode_response(model: str, version: str, request: InferRequest, outputs: list[Tensor],
+                    parameters: dict | None = None) -> tuple[bytes, int | None]:
     """The HTTP response body and, when some output is binary, the JSON header's length (for the
-    ``Inference-Header-Content-Length`` header)."""
+    ``Inference-Header-Content-Length`` header). ``parameters``: the response's own (V2's
+    ``parameters`` object), left out when empty."""
     specs, blobs = [], []
     for t in outputs:
         arr = np.ascontiguousarray(t.array)
@@ -207,6 +209,8 @@ def encode_response(model: str, version: str, request: InferRequest, outputs: li
     doc = {"model_name": model, "model_version": version, "outputs": specs}
     if request.id is not None:
         doc["id"] = request.id
+    if parameters:
+        doc["parameters"] = dict(parameters)
     header = json.dumps(doc, separators=(",", ":")).encode()
     if not blobs:
         return header, None

@@ -2,9 +2,20 @@
 
 A model is any object with ``name``, ``version``, ``platform``, ``inputs`` and ``outputs`` (lists of
 :class:`TensorSpec`) and ``predict(inputs, parameters) -> {name: array}``; :class:`ModelRegistry`
-holds them by name. ``default_registry`` registers what this installation can serve: ``deblur``
-always, ``kernel`` when ``edge_deblur.blind.estimate_kernel`` exists, ``split`` (the middle stages of
-the bundled INT8 students, for the board's split mode).
+holds them by name. ``default_registry`` registers what this installation can serve:
+
+- ``deblur``: the best quality the server has, for stills: the auto engine (blind kernel estimation
+  and restoration, checked, falling back to the feed-forward network; :class:`AutoDeblurModel`)
+  where ``edge_deblur.blind`` exists, else the network; seconds per frame (a 640x480 frame took
+  17.7-19.3 s on this host's CPU, docs/BENCHMARKS.md), so never a stream's offload target;
+- ``teacher``: the feed-forward network alone (:class:`DeblurModel`, ~0.2 s for 640x480), what the
+  board's real-time offload and the planner's sized pings call;
+- ``kernel`` when ``edge_deblur.blind`` exists, ``split`` (the middle stages of the bundled INT8
+  students, for the board's split mode).
+
+A model's ``predict`` may answer an :class:`Outputs` (a dict of arrays with ``parameters``): the
+transports send those as the V2 response's ``parameters`` (``deblur`` says the ``path`` each
+image took: blind, network or input), and the engine counts a ``path`` in the metrics.
 """
 
 from __future__ import annotations
@@ -89,8 +100,16 @@ class _Pool:
             self._free.put(instance)
 
 
+class Outputs(dict):
+    """A model's outputs by name, with response ``parameters`` (strings, ints, bools) beside them."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], parameters: dict | None = None):
+        super().__init__(arrays)
+        self.parameters = dict(parameters or {})
+
+
 class DeblurModel:
-    """``deblur``: image UINT8 [1, H, W, 3] RGB in, the deblurred image UINT8, same shape, out.
+    """``teacher`` (and ``deblur`` when the server is told to serve a network there): image UINT8 [1, H, W, 3] RGB in, the deblurred image UINT8, same shape, out.
     Or, with the request parameter ``encoding`` (``png``, ``jpeg``, ``webp``; ``quality`` 1..100 for
     the lossy two), image UINT8 [n], the encoded frame, in, and the result encoded the same way out
     (``edge_deblur.partition.encoding``); its header's size is checked against the pixel limit
@@ -105,11 +124,22 @@ class DeblurModel:
     def __init__(self, model: str | os.PathLike = "teacher", instances: int = 1, threads: int | None = None,
                  name: str = "deblur", version: str = "1", max_pixels: int = 12_000_000):
         self.name, self.version, self.path = name, version, resolve_model(model)  # "teacher": its .tflite
-        self.platform = "edge-deblur_" + ("onnxruntime" if self.path.suffix == ".onnx" else "litert")
+        self.platform = self._platform()
         self.inputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3), also=((-1,),))]
         self.outputs = [TensorSpec("image", "UINT8", (1, -1, -1, 3), also=((-1,),))]
         self.max_pixels = max_pixels
-        self._pool = _Pool(lambda: Deblurrer.load(self.path, threads=threads), max(1, instances))
+        self._pool = _Pool(lambda: self._load(threads), max(1, instances))
+
+    def _platform(self) -> str:
+        return "edge-deblur_" + ("onnxruntime" if self.path.suffix == ".onnx" else "litert")
+
+    def _load(self, threads: int | None):
+        """One instance of what deblurs a frame (the pool keeps one per worker)."""
+        return Deblurrer.load(self.path, threads=threads)
+
+    def _run(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+        """(the deblurred frame, the response's parameters)."""
+        return self._pool.run(lambda deblur: deblur(frame)), {}
 
     def predict(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
         from ..partition.encoding import decode, encode, parse_encoding
@@ -119,7 +149,8 @@ class DeblurModel:
             raise ProtocolError(f"model '{self.name}': an encoded image (1-D) goes with the parameter encoding, "
                                 f"a raw one ([1, H, W, 3]) without it")
         if codec is None:
-            return {"image": self._pool.run(lambda deblur: deblur(image[0]))[None]}
+            result, said = self._run(image[0])
+            return Outputs({"image": result[None]}, said)
         quality = parameters.get("quality")
         try:
             encoding = parse_encoding(f"{codec}:{quality}" if quality is not None else str(codec))
@@ -128,8 +159,38 @@ class DeblurModel:
             frame = decode(image, encoding.codec, self.max_pixels)
         except ValueError as e:
             raise ProtocolError(f"model '{self.name}' input 'image': {e}") from None
-        result = self._pool.run(lambda deblur: deblur(frame))
-        return {"image": encode(result, encoding)}
+        result, said = self._run(frame)
+        return Outputs({"image": encode(result, encoding)}, said)
+
+
+class AutoDeblurModel(DeblurModel):
+    """``deblur`` (the default): the same tensors and encodings as :class:`DeblurModel`, run by
+    ``edge_deblur.blind.AutoDeblurrer`` built as ``edge-deblur deblur --method auto`` builds it
+    (``pipeline.blind_method``: the default ``BlindConfig``, the network ``model`` as its fallback),
+    so a still sent here comes back as that command would write it. The response's parameters say
+    ``path`` (``blind``: the estimated kernel's restoration passed the checks; ``network``: the
+    checks failed and the network restored it; ``input``: already sharp, returned as it is) and
+    ``candidates`` (kernels estimated). Seconds per frame: for stills, not streams (``teacher``)."""
+
+    platform = "edge-deblur_python"
+
+    def _platform(self) -> str:
+        return "edge-deblur_python"
+
+    def _load(self, threads: int | None):
+        from ..blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
+
+        # each worker its own: AutoDeblurrer keeps the last image's account, and LiteRT
+        # interpreters (the denoiser's, the network's) are not thread-safe
+        return AutoDeblurrer(BlindDeblurrer.load(BlindConfig(threads=threads)), Deblurrer.load(self.path, threads=threads))
+
+    def _run(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+        def run(auto):
+            result = auto(frame)
+            last = auto.last
+            return result, {"path": last.path, "candidates": int(last.candidates)}
+
+        return self._pool.run(run)
 
 
 class KernelModel:
@@ -242,6 +303,15 @@ class SplitModel:
         return {"features": packed if inputs["features"].ndim == 1 else packed[None]}
 
 
+def blind_available() -> bool:
+    """Whether this installation has the blind engine (``edge_deblur.blind.AutoDeblurrer``)."""
+    try:
+        blind = importlib.import_module("edge_deblur.blind")
+    except ImportError:
+        return False
+    return hasattr(blind, "AutoDeblurrer")
+
+
 def blind_estimator():
     """``edge_deblur.blind.estimate_kernel`` when this installation has it, else None."""
     try:
@@ -283,10 +353,23 @@ class ModelRegistry:
                 "inputs": [s.metadata() for s in model.inputs], "outputs": [s.metadata() for s in model.outputs]}
 
 
-def default_registry(deblur_model: str | os.PathLike = "teacher", instances: int = 1,
-                     threads: int | None = None, max_pixels: int = 12_000_000) -> ModelRegistry:
+AUTO = "auto"  # what ``deblur`` runs by default: the blind engine with the network as its fallback
+
+
+def default_registry(network: str | os.PathLike = "teacher", instances: int = 1,
+                     threads: int | None = None, max_pixels: int = 12_000_000,
+                     deblur: str | os.PathLike = AUTO) -> ModelRegistry:
+    """``teacher``: ``network`` (a bundled name or a .tflite/.onnx file), feed-forward; ``deblur``:
+    the auto engine falling back to ``network`` (``deblur="auto"``, where the blind engine exists;
+    else ``network`` as well), or the network ``deblur`` names (``"teacher"``: the same network)."""
     registry = ModelRegistry()
-    registry.add(DeblurModel(deblur_model, instances=instances, threads=threads, max_pixels=max_pixels))
+    teacher = DeblurModel(network, instances=instances, threads=threads, name="teacher", max_pixels=max_pixels)
+    registry.add(teacher)
+    if str(deblur) == AUTO and blind_available():
+        registry.add(AutoDeblurModel(network, instances=instances, threads=threads, max_pixels=max_pixels))
+    else:
+        registry.add(DeblurModel(network if str(deblur) in (AUTO, "teacher") else deblur, instances=instances,
+                                 threads=threads, max_pixels=max_pixels))
     registry.add(SplitModel(instances=instances, threads=threads))
     estimate = blind_estimator()
     if estimate is not None:

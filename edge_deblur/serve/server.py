@@ -32,7 +32,12 @@ class ServeConfig:
     port: int = 8000  # HTTP; 0: any free port
     grpc_port: int | None = 8001  # None: no gRPC
     tokens: Path | None = None  # token file; None: no authentication (a warning is printed)
-    model: str = "teacher"  # what serves `deblur`: a bundled name or a .tflite/.onnx path
+    # the feed-forward network served as `teacher` (a stream's offload, ~0.2 s for 640x480) and the
+    # auto engine's fallback: a bundled name or a .tflite/.onnx path
+    model: str = "teacher"
+    # what `deblur` (stills: the best quality here) runs: "auto" (the blind engine, checked, falling
+    # back to `model`; seconds per frame), "teacher" (`model` itself) or another network's name/path
+    deblur: str = "auto"
     threads: int | None = None  # CPU threads per model instance (default: cores / workers)
     limits: Limits = field(default_factory=Limits)
     tls_cert: Path | None = None
@@ -44,7 +49,7 @@ def build_engine(config: ServeConfig, registry: ModelRegistry | None = None) -> 
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.limits.workers)
     if registry is None:
         registry = default_registry(config.model, instances=config.limits.workers, threads=threads,
-                                    max_pixels=config.limits.max_pixels)
+                                    max_pixels=config.limits.max_pixels, deblur=config.deblur)
         for path in sorted(Path(config.model_dir).glob("*")) if config.model_dir else []:
             if path.suffix in (".tflite", ".onnx") and path.stem not in registry.names():
                 registry.add(DeblurModel(path, instances=config.limits.workers, threads=threads, name=path.stem,
@@ -103,6 +108,9 @@ def serve(config: ServeConfig, on_ready=print) -> None:
         on_ready(f"serving {', '.join(engine.registry.names())} on {scheme}://{config.host}:{sock.getsockname()[1]}"
                  + (f" and gRPC {config.host}:{grpc_port}" if grpc_server else "")
                  + ("" if config.tokens else " (no --tokens: anyone who can reach the port may use it)"))
+        deblur = engine.registry.get("deblur")
+        on_ready(f"deblur runs {'the auto engine (blind, falling back to ' + str(config.model) + ')' if deblur.platform == 'edge-deblur_python' else deblur.path.name}"
+                 f", teacher runs {engine.registry.get('teacher').path.name}")
         _uvicorn(engine, config).run(sockets=[sock])
     finally:
         if grpc_server is not None:
