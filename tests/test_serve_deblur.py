@@ -174,3 +174,27 @@ def test_stream_offload_uses_teacher_and_stills_use_deblur(server, teacher, crop
     assert _success(server, "teacher") == teacher_before
     written = cv2.imread(str(next((tmp_path / "out").glob("*.png"))), cv2.IMREAD_COLOR)[..., ::-1]
     assert written.shape == crops[1].shape
+
+
+def test_kernel_model_chooses_among_restarts_when_asked(server):
+    """``restarts: true``: the kernel the blind method would pick (BlindDeblurrer.estimate); without
+    it, the single estimate it always gave (estimate_kernel). The crop (the top-left 96x96 of the
+    motion-blurred photo) is one where the two differ, so each assertion tells them apart."""
+    image = cv2.imread(str(REPO / "examples" / "images" / "clock_motion.png"), cv2.IMREAD_GRAYSCALE)
+    gray = np.ascontiguousarray(image[:96, :96])
+    x = gray.astype(np.float32) * np.float32(1 / 255)
+    client = thttp.InferenceServerClient(server.http_url, network_timeout=120)
+    inp = thttp.InferInput("image", [1, *gray.shape], "UINT8")
+    inp.set_data_from_numpy(gray[None])
+    chosen = client.infer("kernel", [inp], parameters={"restarts": True, "kernel_size": 15}).as_numpy("kernel")
+    single = client.infer("kernel", [inp], parameters={"kernel_size": 15}).as_numpy("kernel")
+    method = blind.BlindDeblurrer.load(blind.BlindConfig(threads=1, kernel_size=15))
+    np.testing.assert_array_equal(chosen, method.estimate(x, method.noise_sigma(x)).astype(np.float32))
+    np.testing.assert_array_equal(single, blind.estimate_kernel(x, size=15).astype(np.float32))
+    assert chosen.shape == (15, 15) and abs(float(chosen.sum()) - 1) < 1e-3
+    assert not np.array_equal(chosen, single)
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="restarts must be true or false") as e:
+        client.infer("kernel", [inp], parameters={"restarts": "yes"})
+    assert e.value.status() == "400"

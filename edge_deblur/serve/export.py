@@ -108,7 +108,7 @@ class TritonPythonModel:
 
 def python_model(name: str, threads: int = 1):
     """The ``edge-deblur serve`` model that the exported Python-backend model ``name`` runs."""
-    from .registry import AutoDeblurModel, KernelModel, SplitModel, blind_available, blind_estimator
+    from .registry import AutoDeblurModel, KernelModel, SplitModel, blind_available, blind_estimator, kernel_selector
 
     if name == "deblur":
         if not blind_available():
@@ -120,7 +120,7 @@ def python_model(name: str, threads: int = 1):
         estimate = blind_estimator()
         if estimate is None:
             raise EdgeDeblurError("the kernel model needs edge_deblur.blind.estimate_kernel in this installation")
-        return KernelModel(estimate)
+        return KernelModel(estimate, selector=kernel_selector(threads=threads) if blind_available() else None)
     raise EdgeDeblurError(f"no Python-backend model {name!r} (known: {', '.join(PYTHON_MODELS)})")
 
 
