@@ -2,19 +2,26 @@
 Triton server that PyTriton bundles, serving an `edge-deblur export triton` repository with each
 model's max_batch_size, dynamic batching and queue policy from its config.pbtxt:
 
-- `deblur`: its ONNX model through a Python callable that runs onnxruntime (the wheel has no ONNX
-  Runtime backend);
-- `split` and `kernel` (Python-backend models, `1/model.py`): the same two functions their model.py
-  calls, `edge_deblur.serve.export.python_model` and `triton_predict`, from this checkout, when this
-  venv has what they import (ai-edge-litert, OpenCV); else they are left out, saying why.
+- `teacher` (the ONNX network): through a Python callable bound with PyTriton that runs the
+  exported model.onnx with onnxruntime (the wheel has no ONNX Runtime backend);
+- `deblur`, `split` and `kernel` (Python-backend models): as exported, by Triton's own Python
+  backend (the libtriton_python.so and stub the wheel bundles): the model's config.pbtxt (parsed
+  as Triton's ModelConfig protobuf) and its `1/model.py` go to Triton's repository API (load with
+  file overrides), and Triton runs that model.py's TritonPythonModel with the real
+  `triton_python_backend_utils`; its stub imports `edge_deblur` from this checkout (PYTHONPATH),
+  so this venv needs what the models import (ai-edge-litert, OpenCV): without them the models
+  are left out, saying so; with them, a model that does not load is reported as failed.
 
     python tests/serve_triton_bind.py REPO HTTP_PORT GRPC_PORT METRICS_PORT
 
-Prints "skipped NAME: WHY" for a model it cannot serve, then "ready" once Triton serves, then serves
+Prints (after "edge-deblur-bind: ", as Triton's log shares stdout) "skipped NAME: WHY" for a model
+this venv cannot serve, "failed NAME: WHY" for one Triton would not load, then "ready" once Triton serves, then serves
 until stdin closes or it is terminated."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import sys
 import threading
@@ -28,6 +35,8 @@ from pytriton.triton import Triton, TritonConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"TYPE_UINT8": np.uint8, "TYPE_FP32": np.float32}
+MARK = "edge-deblur-bind: "  # before what this script says: Triton's own log shares its stdout
+PYTHON_BACKEND_IMPORTS = ("cv2", "ai_edge_litert")  # what edge_deblur's models import beside numpy
 
 
 def _config(model_dir: Path) -> dict:
@@ -60,24 +69,21 @@ def _onnx(model_dir: Path, output: str):
     return infer
 
 
-def _python(name: str):
-    """What the exported model.py runs, as a PyTriton callable (one request at a time: a batch of one)."""
-    sys.path.insert(0, str(ROOT))
-    from edge_deblur.serve.export import python_model, triton_predict
+def _load_python_backend(http_port: int, token: str, model_dir: Path) -> None:
+    """Triton's Python backend loads the exported model as it is: its config.pbtxt and 1/model.py."""
+    import tritonclient.http as thttp
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
 
-    model = python_model(name)
-
-    def infer(requests):
-        answers = []
-        for request in requests:
-            inputs = {t.name: np.asarray(request[t.name]) for t in model.inputs}
-            outputs, error = triton_predict(model, inputs, dict(getattr(request, "parameters", None) or {}))
-            if error is not None:
-                raise ValueError(error)  # Triton answers it as an error response
-            answers.append(outputs)
-        return answers
-
-    return infer
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    files = {f"file:{p.relative_to(model_dir).as_posix()}": p.read_bytes()
+             for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != "config.pbtxt"}
+    client = thttp.InferenceServerClient(f"127.0.0.1:{http_port}", network_timeout=300)
+    try:  # pytriton guards the repository API with its access token
+        client.load_model(model_dir.name, headers={"triton-access-token": token},
+                          config=json_format.MessageToJson(config), files=files)
+    finally:
+        client.close()
 
 
 def main() -> None:
@@ -86,18 +92,29 @@ def main() -> None:
     triton_config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
                                  grpc_port=grpc_port, metrics_address="127.0.0.1", metrics_port=metrics_port,
                                  allow_gpu_metrics=False, exit_timeout_secs=5)
+    # the Python backend's stub (an embedded interpreter with this venv's packages) imports edge_deblur from here
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with Triton(config=triton_config) as triton:
+        python_dirs = []
         for model_dir in dirs:
             spec = _config(model_dir)
-            try:
-                infer = _onnx(model_dir, spec["outputs"][0].name) if spec["backend"] == "onnxruntime" else _python(model_dir.name)
-            except Exception as e:  # noqa: BLE001 - this venv lacks what the model imports: said, and left out
-                print(f"skipped {model_dir.name}: {type(e).__name__}: {e}", flush=True)
+            if spec["backend"] == "python":
+                python_dirs.append(model_dir)
                 continue
-            triton.bind(model_name=model_dir.name, infer_func=infer, inputs=spec["inputs"], outputs=spec["outputs"],
-                        config=spec["config"])
+            triton.bind(model_name=model_dir.name, infer_func=_onnx(model_dir, spec["outputs"][0].name),
+                        inputs=spec["inputs"], outputs=spec["outputs"], config=spec["config"])
         triton.run()
-        print("ready", flush=True)
+        missing = [m for m in PYTHON_BACKEND_IMPORTS if importlib.util.find_spec(m) is None]
+        for model_dir in python_dirs:
+            if missing:  # this venv lacks what the models import: said, and left out
+                print(f"{MARK}skipped {model_dir.name}: this venv has no {', '.join(missing)}", flush=True)
+                continue
+            try:
+                _load_python_backend(http_port, triton.get_access_token(), model_dir)
+            except Exception as e:  # noqa: BLE001 - with all it imports, a model that does not load is a failure
+                why = " ".join(str(e).split())[-600:]
+                print(f"{MARK}failed {model_dir.name}: {type(e).__name__}: {why}", flush=True)
+        print(f"{MARK}ready", flush=True)
         done = threading.Event()
         threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
         done.wait()

@@ -163,11 +163,16 @@ class _PbUtils:
             return self._array
 
     class TritonError:
-        def __init__(self, message):
-            self._message = message
+        INTERNAL, INVALID_ARG = 1, 3  # Triton's codes (the default, 500; 400)
+
+        def __init__(self, message, code=INTERNAL):
+            self._message, self._code = message, code
 
         def message(self):
             return self._message
+
+        def code(self):
+            return self._code
 
     class InferenceResponse:
         def __init__(self, output_tensors, error=None):
@@ -231,6 +236,7 @@ def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_pat
                            {**request_parameters(cut, features.shape), "student": "0" * 16})
     (refused,) = split.execute([bad])
     assert refused.error is not None and "no student" in refused.error.message() and refused.output_tensors == []
+    assert refused.error.code() == _PbUtils.TritonError.INVALID_ARG  # the request's fault: 400, not 500
 
     from edge_deblur.serve.registry import blind_estimator
 

@@ -1,26 +1,30 @@
 """The board's code against a real Triton (2.51, as nvidia-pytriton 0.7 bundles it), unchanged: the
 repository `edge-deblur export triton` writes, served by Triton's own HTTP/gRPC front ends, dynamic
-batcher and queue policy; PyTriton's wheel has no ONNX Runtime backend, so a Python callable runs
-the exported ONNX model with onnxruntime (tests/serve_triton_bind.py).
+batcher and queue policy (tests/serve_triton_bind.py). PyTriton's wheel has no ONNX Runtime backend,
+so a Python callable runs the exported ONNX `teacher` with onnxruntime; the Python-backend models
+(`deblur`, `split`, `kernel`) are loaded as exported, config.pbtxt and 1/model.py, by the Triton
+Python backend the wheel bundles.
 
 Triton needs its own venv (PyTriton wants numpy<2) and libpython on LD_LIBRARY_PATH:
 
     python3.12 -m venv .venv-triton
     .venv-triton/bin/pip install 'nvidia-pytriton==0.7.0' 'numpy<2' onnxruntime
 
-For the repository's `split` and `kernel` models (Python-backend models running this package), that
-venv also needs what they import: `.venv-triton/bin/pip install ai-edge-litert opencv-python-headless`
-(with numpy<2); without them those two tests are skipped, saying so.
+For the Python-backend models (running this package), that venv also needs what they import:
+`.venv-triton/bin/pip install ai-edge-litert opencv-python-headless` (with numpy<2); without them
+those tests are skipped, saying so.
 
 The tests are skipped, saying so, where that venv is absent (EDGE_DEBLUR_TRITON_PYTHON names another)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 from urllib.request import urlopen
@@ -70,18 +74,21 @@ def triton(tmp_path_factory):
                                 stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
     try:
         deadline = time.monotonic() + 180
-        line, skipped = "", {}
+        line, said = "", {"skipped": {}, "failed": {}}
         while time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("skipped "):
-                name, _, why = line[len("skipped "):].partition(":")
-                skipped[name] = why.strip()
-            if "ready" in line:
+            line = proc.stdout.readline().partition("edge-deblur-bind: ")[2]  # Triton's log lines say nothing here
+            for what in said:
+                if line.startswith(f"{what} "):
+                    name, _, why = line[len(what) + 1:].partition(":")
+                    said[what][name] = why.strip()
+            if line.startswith("ready"):
                 break
-        if "ready" not in line:
+        if not line.startswith("ready"):
             pytest.fail(f"Triton did not start (exit {proc.poll()}): {log.read_text()[-2000:]}")
+        # Triton's log goes on on the same pipe: read on, so that a full pipe never blocks the server
+        threading.Thread(target=lambda: all(True for _ in proc.stdout), daemon=True).start()
         yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "metrics": metrics_port,
-               "skipped": skipped}
+               **said}
     finally:
         try:
             proc.stdin.close()
@@ -134,8 +141,12 @@ def test_stock_grpc_client_against_triton(triton, photo):
 
 
 def _served(triton, name):
+    if name in triton["failed"]:
+        pytest.fail(f"Triton's Python backend did not load the exported '{name}': {triton['failed'][name]}")
     if name in triton["skipped"]:
         pytest.skip(f"the Triton venv cannot serve '{name}': {triton['skipped'][name]}")
+    meta = json.loads(urlopen(f"http://{triton['http']}/v2/models/{name}", timeout=30).read())
+    assert meta["platform"] == "python", meta  # Triton's Python backend runs the exported model.py
 
 
 def test_split_mode_through_a_real_triton(triton, photo):
@@ -168,3 +179,100 @@ def test_kernel_mode_through_a_real_triton(triton, photo):
     assert out.shape == frame.shape and mode.summary.kernels == 1 and mode.summary.restored == 1, str(mode.summary)
     assert mode.kernel.shape == (9, 9) and abs(mode.kernel.sum() - 1) < 1e-6
     mode.close()
+
+    # a bad request is the request's fault, 400 as edge-deblur serve answers it (Triton's Python
+    # backend answers an error without a code 500)
+    thttp = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+    from tritonclient.utils import InferenceServerException
+
+    client = thttp.InferenceServerClient(triton["http"], network_timeout=120)
+    inp = thttp.InferInput("image", [1, 96, 96], "UINT8")
+    inp.set_data_from_numpy(np.ascontiguousarray(photo[:96, :96, 1])[None])
+    for parameters, said in (({"restarts": "yes"}, "restarts must be true or false"),
+                             ({"kernel_size": 4}, "kernel_size must be an odd positive integer")):
+        with pytest.raises(InferenceServerException, match=said) as e:
+            client.infer("kernel", [inp], parameters=parameters)
+        assert e.value.status() == "400", (parameters, e.value.status())
+    client.close()
+
+
+def _clock_motion_crop(side: int = 96) -> np.ndarray:
+    """The middle of the bundled photo with real camera motion (the auto engine keeps its blind result)."""
+    import cv2
+
+    image = cv2.imread(str(REPO / "examples" / "images" / "clock_motion.png"), cv2.IMREAD_COLOR)[..., ::-1]
+    h, w = image.shape[:2]
+    return np.ascontiguousarray(image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side])
+
+
+AUTO_HERE = """import sys
+import numpy as np
+from edge_deblur import blind
+from edge_deblur.model import Deblurrer
+
+auto = blind.AutoDeblurrer(blind.BlindDeblurrer.load(blind.BlindConfig(threads=1)), Deblurrer.load("teacher", threads=1))
+np.save(sys.argv[2], auto(np.load(sys.argv[1])))
+print(auto.last.path, auto.last.candidates)
+"""
+
+
+def _auto_in_the_triton_venv(frame: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, str]:
+    """``AutoDeblurrer`` on ``frame`` in the Triton venv (its numpy<2 and OpenCV), this checkout's code."""
+    src, dst = tmp_path / "frame.npy", tmp_path / "auto.npy"
+    np.save(src, frame)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    run = subprocess.run([str(_triton_python()), "-c", AUTO_HERE, str(src), str(dst)], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return np.load(dst), run.stdout.split()[0]
+
+
+def test_deblur_is_the_exported_auto_engine_in_tritons_python_backend(triton, photo, tmp_path):
+    """The repository's ``deblur`` (its config.pbtxt and 1/model.py, run by Triton's own Python
+    backend with the real triton_python_backend_utils) is the auto engine, on a blurred photo (the
+    blind path) and a sharp Kodak crop (returned as it is), through the stock HTTP client and then
+    ``edge-deblur deblur --server`` (stills).
+
+    Reference: ``AutoDeblurrer`` built as ``edge-deblur deblur --method auto`` builds it, run in
+    the Triton venv, whose libraries Triton's stub imports: the same bytes. Against this venv's
+    (numpy 2, OpenCV 5 here; the Triton venv needs numpy<2) the blind path agrees (same path, same
+    number of estimates) but not to the byte: the iterative kernel estimate comes out another
+    kernel under the other libraries (max 118 levels apart on this crop, both results passing the
+    engine's checks), so only the path and the sharp crop's bytes are compared across venvs."""
+    _served(triton, "deblur")
+    thttp = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+    blind = pytest.importorskip("edge_deblur.blind", reason="no blind engine in this installation")
+    import cv2
+    from edge_deblur import cli
+    from edge_deblur.model import Deblurrer
+
+    client = thttp.InferenceServerClient(triton["http"], network_timeout=300)
+    meta = client.get_model_metadata("deblur")
+    assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
+    teacher = Deblurrer.load("teacher", threads=1)
+    auto = blind.AutoDeblurrer(blind.BlindDeblurrer.load(blind.BlindConfig(threads=1)), teacher)
+    motion, sharp = _clock_motion_crop(), np.ascontiguousarray(photo[200:264, 200:264])
+    served = {}
+    for name, frame, path in (("motion", motion, "blind"), ("sharp", sharp, "input")):
+        inp = thttp.InferInput("image", [1, *frame.shape], "UINT8")
+        inp.set_data_from_numpy(frame[None], binary_data=True)
+        out = client.infer("deblur", [inp]).as_numpy("image")
+        assert out.shape == (1, *frame.shape) and out.dtype == np.uint8
+        served[name] = out[0]
+        there, there_path = _auto_in_the_triton_venv(frame, tmp_path)
+        np.testing.assert_array_equal(out[0], there)  # the same engine and libraries: the same bytes
+        here = auto(frame)
+        assert there_path == auto.last.path == path, (there_path, auto.last.reason)
+        if path == "input":
+            np.testing.assert_array_equal(out[0], here)
+            np.testing.assert_array_equal(out[0], frame)
+    assert not np.array_equal(served["motion"], motion) and not np.array_equal(served["motion"], teacher(motion))
+    client.close()
+
+    # `edge-deblur deblur --server` (stills) against Triton: its deblur, the served bytes written
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), np.ascontiguousarray(motion[..., ::-1]))
+    assert cli.main(["deblur", str(still), "-o", str(tmp_path / "out"), "--server", f"http://{triton['http']}",
+                     "--mode", "offload", "--threads", "1"]) == 0
+    written = cv2.imread(str(next((tmp_path / "out").glob("*.png"))), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(written, served["motion"])  # not this venv's bytes: Triton answered

@@ -84,6 +84,11 @@ import json
 import triton_python_backend_utils as pb_utils
 
 
+def _invalid(message):
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)  # where this Triton has error codes
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         from edge_deblur.serve.export import python_model
@@ -97,8 +102,8 @@ class TritonPythonModel:
         for request in requests:
             inputs = {{t.name: pb_utils.get_input_tensor_by_name(request, t.name).as_numpy() for t in self.model.inputs}}
             outputs, error = triton_predict(self.model, inputs, json.loads(request.parameters() or "{{}}"))
-            if error is not None:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(error)))
+            if error is not None:  # the request's fault: 400 as edge-deblur serve answers (Triton's default is 500)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_invalid(error)))
             else:
                 responses.append(pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()]))
