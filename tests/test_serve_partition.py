@@ -1007,3 +1007,102 @@ def test_a_fallback_frame_prices_the_mode_out_at_once(frames):
     assert planner.expected("split", frames[0].shape) == pytest.approx(0.7 * 0.255 + 0.3 * 1.0)
     planner(frames[0])
     assert planner.summary.frames["local"] == local_before + 1, str(planner.summary)
+
+
+def _old_server_registry():
+    """What ``edge-deblur serve`` served before the network was also ``teacher`` (6ed1fe2^'s
+    default_registry): the network as ``deblur``, and ``split``; ``teacher`` is answered 404
+    (``unknown model 'teacher' (served: deblur, split)``), as that server did."""
+    from edge_deblur.serve.registry import DeblurModel, SplitModel
+
+    registry = ModelRegistry()
+    registry.add(DeblurModel("teacher", threads=1))  # named deblur, as it was
+    registry.add(SplitModel(threads=1))
+    return registry
+
+
+def _success(server, model):
+    line = f'nv_inference_request_success{{model="{model}",version="1"}} '
+    text = server.engine.metrics.exposition().decode()
+    return next((float(l[len(line):]) for l in text.splitlines() if l.startswith(line)), 0.0)
+
+
+def test_a_server_from_before_teacher_gets_the_stream_on_its_deblur(frames, teacher, tmp_path, caplog):
+    """An old server answers ``teacher`` 404: the stream's offload calls its ``deblur`` (the
+    network there) from the frame that found out on, for the session, logged once; every frame
+    comes back from the server, in order, none done on the board. The planner's offload modes and
+    link monitor share the finding (one warning for all), its sized pings answered by ``deblur``;
+    a still (``edge-deblur deblur --server``) goes to ``deblur`` as it always did."""
+    import logging
+
+    import cv2
+    from edge_deblur import cli
+    from edge_deblur.partition import partitioned_method
+
+    local_calls = []
+    local = lambda f: local_calls.append(1) or teacher(f)
+    caplog.set_level(logging.WARNING, logger="edge_deblur.partition.offload")
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1), registry=_old_server_registry()) as s:
+        url = f"http://{s.http_url}"
+        with pytest.raises(Exception, match="404"):  # the old server indeed has no teacher
+            V2Client(url).infer("teacher", "image", frames[0][None], timeout=20)
+        stream = partitioned_method(local, url, mode="offload", deadline_s=20)
+        assert stream.offload.config.model == "teacher"
+        ordered = frames + frames[::-1]
+        outs = [stream(f) for f in ordered]
+        summary = stream.offload.summary
+        stream.close()
+        assert len(outs) == len(ordered) and not local_calls, str(summary)
+        assert all(o.shape == f.shape and _close(o, teacher(f)) for o, f in zip(outs, ordered))  # each its own frame
+        assert summary.offloaded == len(ordered) and summary.local == 0 and not summary.fallbacks, str(summary)
+        assert _success(s, "deblur") == len(ordered) and _success(s, "teacher") == 0
+        assert stream.offload.server_model.name == "deblur" and "via 'deblur' (the server has no 'teacher')" in str(summary)
+        warned = [r for r in caplog.records if "no model 'teacher'" in r.getMessage()]
+        assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+
+        # auto: the planner's offload modes and its sized pings, one finding for all
+        caplog.clear()
+        planned = partitioned_method(local, url, mode="auto", deadline_s=20)
+        link, until, n = planned.planner.link, time.monotonic() + 60, 0
+        probes = planned.planner.summary.probes  # which offload mode is probed depends on the host: any of them
+        offloaded = lambda: sum(k for (m, o), k in probes.items() if m.startswith("offload") and o == "measured")
+        while (offloaded() < 1 or link.sized < 1) and time.monotonic() < until:
+            planned(frames[n % len(frames)])
+            n += 1
+            time.sleep(0.01)
+        planned.close()
+        assert offloaded() >= 1 and all(o == "measured" for (m, o) in probes if m.startswith("offload")), \
+            str(planned.planner.summary)
+        assert link.sized >= 1 and link.model == "deblur", (link.sized_failed, str(planned.planner.summary))
+        assert planned.offload.server_model is link.server_model
+        assert len([r for r in caplog.records if "no model 'teacher'" in r.getMessage()]) == 1
+
+        # a still: deblur, as ever
+        still = tmp_path / "still.png"
+        cv2.imwrite(str(still), np.ascontiguousarray(frames[1][..., ::-1]))
+        before = _success(s, "deblur")
+        assert cli.main(["deblur", str(still), "-o", str(tmp_path / "out"), "--server", url, "--mode", "offload",
+                         "--threads", "1"]) == 0
+        assert _success(s, "deblur") == before + 1
+
+
+def test_a_server_whose_deblur_is_the_auto_engine_and_no_teacher_keeps_frames_local(frames, teacher, caplog):
+    """No ``teacher`` and a ``deblur`` that is the auto engine (seconds a frame): no fallback to it;
+    the frames stay on the board, after one 404, without a call each."""
+    import logging
+
+    blind = pytest.importorskip("edge_deblur.blind", reason="no blind engine in this installation")  # noqa: F841
+    from edge_deblur.serve.registry import AutoDeblurModel
+
+    registry = ModelRegistry()
+    registry.add(AutoDeblurModel("teacher", threads=1))
+    caplog.set_level(logging.WARNING, logger="edge_deblur.partition.offload")
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1), registry=registry) as s:
+        offload = Offload(OffloadConfig(f"http://{s.http_url}", deadline_s=20), local=teacher)
+        outs = [offload(f) for f in frames]
+        offload.close()
+        assert _success(s, "deblur") == 0
+    assert all(_close(o, teacher(f)) for o, f in zip(outs, frames))
+    reason = "no model: the server has no 'teacher', and its 'deblur' is the auto engine (seconds a frame)"
+    assert offload.summary.local == len(frames) and offload.summary.fallbacks == {reason: len(frames)}, str(offload.summary)
+    assert len([r for r in caplog.records if "auto engine" in r.getMessage()]) == 1

@@ -14,13 +14,14 @@ does not. Standard library and numpy only: nothing beyond the runtime's install.
 """
 
 from .client import RemoteError, Unreachable, V2Client
-from .offload import Offload, OffloadConfig, OffloadSummary, read_token
+from .offload import Offload, OffloadConfig, OffloadSummary, ServerModel, read_token
 from .kernel_mode import KernelModeConfig, KernelOffload, KernelSummary
 from .split import SplitOffload, SplitSummary, StudentCut, cut_student
 from .methods import MODES, PartitionedMethod, partitioned_method
 from .planner import Planner, PlannerConfig, PlannerSummary
 
-__all__ = ["V2Client", "RemoteError", "Unreachable", "Offload", "OffloadConfig", "OffloadSummary", "read_token",
+__all__ = ["V2Client", "RemoteError", "Unreachable", "Offload", "OffloadConfig", "OffloadSummary", "ServerModel",
+           "read_token",
            "Planner", "PlannerConfig", "PlannerSummary", "MODES", "PartitionedMethod", "partitioned_method",
            "KernelModeConfig", "KernelOffload", "KernelSummary",
            "SplitOffload", "SplitSummary", "StudentCut", "cut_student"]

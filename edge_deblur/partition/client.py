@@ -142,6 +142,17 @@ class V2Client:
             return False
         return response.status == 200
 
+    def metadata(self, model: str, timeout: float = 2.0) -> dict:
+        """``GET /v2/models/{model}``: the model's metadata (name, platform, inputs, outputs)."""
+        response, data = self._request("GET", f"/v2/models/{model}", None, {}, timeout)
+        if response.status != 200:
+            try:
+                message = json.loads(data)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = data[:200].decode(errors="replace")
+            raise RemoteError(f"{response.status}: {message}", response.status)
+        return json.loads(data)
+
     def infer(self, model: str, input_name: str, array: np.ndarray, timeout: float, binary: bool = True,
               parameters: dict | None = None) -> Exchange:
         """Send one input tensor (and request ``parameters``), return the model's only (or first) output."""

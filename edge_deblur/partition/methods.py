@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .kernel_mode import KernelModeConfig, KernelOffload
-from .offload import Method, Offload, OffloadConfig, read_token
+from .offload import Method, Offload, OffloadConfig, ServerModel, read_token
 from .planner import LinkMonitor, Planner, PlannerConfig
 from .split import SplitOffload
 
@@ -73,7 +73,9 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     only. A lossy ``encoding`` stated for auto must be within it too (ValueError otherwise).
     ``server_model`` is the server's model that offload calls: ``teacher`` (the feed-forward
     network, the default: real time) or ``deblur`` (the server's best, its auto engine: seconds per
-    frame, for stills); the link monitor's sized pings always go to ``teacher``."""
+    frame, for stills); the link monitor's sized pings always go to ``teacher``. A server from before
+    ``teacher`` (404 for it) is called on its ``deblur``, then the network, for the whole session
+    (``offload.ServerModel``: one for all the calls here, logged once)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "local" or server is None:
@@ -91,8 +93,11 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     if mode == "split":
         split = SplitOffload(split_config, student, split_level, local=local)
         return PartitionedMethod(split, None, None, split)
+    # one name for the model on this server for every call of the session: an old server's `deblur`
+    # once its 404 for `teacher` has been seen (offload.ServerModel)
+    named = ServerModel(server_model, server)
     offload = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s, encoding=encoding),
-                      local=local)
+                      local=local, server_model=named)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
     from .encoding import encodings_within, parse_encoding, quality_loss_db
@@ -119,7 +124,10 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
             # a connection of its own: a probe of one encoding must not hold up a frame in another
             modes[f"offload {other}"] = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s,
                                                               encoding=other),
-                                                local=local)
+                                                local=local, server_model=named)
+    # the sized pings go to the network (`teacher`), whatever the frames go to
+    pinged = named if server_model == "teacher" else ServerModel("teacher", server)
     planner = Planner(modes, PlannerConfig(deadline_s=frame_deadline_s, background=True,
-                                           max_quality_loss_db=max_quality_loss_db), link=LinkMonitor(server, token))
+                                           max_quality_loss_db=max_quality_loss_db),
+                      link=LinkMonitor(server, token, model=pinged))
     return PartitionedMethod(planner, offload, planner, split)

@@ -8,6 +8,12 @@ call returns its frame before the next is taken, order is kept. After a refusal 
 ``probe_after_s``) before it tries the server again, so a dead link does not cost a timeout every
 frame. :class:`OffloadSummary` counts frames per path and fallbacks per reason.
 
+A server from before the network was served as ``teacher`` (``edge-deblur serve`` and ``export
+triton`` until issue 13's auto ``deblur``) served it as ``deblur``, and answers ``teacher`` with 404
+(no such model): the board then calls ``deblur`` instead, once its metadata shows a network there
+(not the auto engine, seconds a frame), for the rest of the session (:class:`ServerModel`, logged
+once); the frame that found out is served too.
+
 The frame goes up as raw 8-bit RGB in the V2 binary tensor extension, or encoded
 (``OffloadConfig.encoding``: ``png`` lossless, ``jpeg:Q``/``webp:Q`` lossy, see ``encoding``), the
 result coming back in the same encoding; the summary states the encoding and its bytes.
@@ -47,6 +53,71 @@ class OffloadConfig:
     encoding: str = "raw"  # raw | png | jpeg:Q | webp:Q (edge_deblur.partition.encoding), both ways
 
 
+# the name a server from before issue 13's ``teacher`` gave the same network
+LEGACY_NAMES = {"teacher": "deblur"}
+# platforms of an auto-engine ``deblur`` (edge-deblur serve's, an exported Triton Python backend's): seconds a frame
+AUTO_PLATFORMS = ("edge-deblur_python", "python")
+
+
+class ServerModel:
+    """The name the server gives the model a stream calls: ``name`` (``teacher``), or, where the
+    server answers 404 for it (a server from before ``teacher``), its ``LEGACY_NAMES`` one
+    (``deblur``) once the server's metadata shows a network there. Decided once, remembered for the
+    session and logged once; one object is shared by the calls to one server (the planner's offload
+    modes and its link monitor, ``partitioned_method``), so the first 404 moves them all. Where the
+    server has neither (or its ``deblur`` is the auto engine), ``missing`` says so, and the frames
+    stay on the board without a call."""
+
+    def __init__(self, name: str = "teacher", url: str = ""):
+        self.requested, self.name, self.url = name, name, url
+        self.legacy = LEGACY_NAMES.get(name)
+        self.missing: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def note(self) -> str:
+        """What the summary says of the name: empty while it is the one asked for."""
+        if self.missing:
+            return self.missing
+        return f"via '{self.name}' (the server has no '{self.requested}')" if self.name != self.requested else ""
+
+    def not_found(self, client: V2Client, tried: str, timeout: float) -> str | None:
+        """``tried`` was answered 404: the name to call instead, or None (no model here a stream can
+        use; ``missing`` says why). A metadata call that gets no answer decides nothing (raised)."""
+        with self._lock:
+            if tried != self.name or self.missing:  # decided meanwhile (another mode's call)
+                return None if self.missing else self.name
+            if tried != self.requested or self.legacy is None:
+                return None
+            try:
+                platform = client.metadata(self.legacy, timeout).get("platform", "")
+            except RemoteError as e:
+                self.missing = f"the server has no '{tried}' and no '{self.legacy}' (HTTP {e.status})"
+            else:
+                if platform in AUTO_PLATFORMS:
+                    self.missing = (f"the server has no '{tried}', and its '{self.legacy}' is the auto engine "
+                                    f"(seconds a frame)")
+                else:
+                    self.name = self.legacy
+            if self.missing:
+                log.warning("%s: %s: frames stay on the board", self.url, self.missing)
+                return None
+            log.warning("%s: no model '%s' (a server from before it): calling '%s' (%s) instead for this session",
+                        self.url, tried, self.legacy, platform or "platform not said")
+            return self.name
+
+    def infer(self, client: V2Client, input_name: str, payload: np.ndarray, timeout: float, parameters: dict | None):
+        """``client.infer`` on the server's name for the model, the legacy one after a 404."""
+        name = self.name
+        try:
+            return client.infer(name, input_name, payload, timeout=timeout, parameters=parameters)
+        except RemoteError as e:
+            other = self.not_found(client, name, timeout) if e.status == 404 else None
+            if other is None:
+                raise
+            return client.infer(other, input_name, payload, timeout=timeout, parameters=parameters)
+
+
 @dataclass
 class OffloadSummary:
     offloaded: int = 0
@@ -56,6 +127,7 @@ class OffloadSummary:
     bytes_up: int = 0
     bytes_down: int = 0
     encoding: str = "raw"
+    note: str = ""  # the server's name for the model, where it is not the one asked for (ServerModel.note)
 
     @property
     def frames(self) -> int:
@@ -65,7 +137,8 @@ class OffloadSummary:
         why = ", ".join(f"{n} {reason}" for reason, n in self.fallbacks.most_common()) or "none"
         mean = f", {1000 * self.server_seconds / self.offloaded:.1f} ms per offloaded frame" if self.offloaded else ""
         return (f"{self.frames} frame(s): {self.offloaded} offloaded{f' ({self.encoding})' if self.encoding != 'raw' else ''}, "
-                f"{self.local} local; fallbacks: {why}{mean}; {self.bytes_up / 1e6:.1f} MB up, {self.bytes_down / 1e6:.1f} MB down")
+                f"{self.local} local; fallbacks: {why}{mean}; {self.bytes_up / 1e6:.1f} MB up, {self.bytes_down / 1e6:.1f} MB down"
+                + (f"; {self.note}" if self.note else ""))
 
 
 def read_token(path: str | Path) -> str:
@@ -112,12 +185,15 @@ class ServerCalls:
 class Offload:
     """``Offload(OffloadConfig(url, token), local=Deblurrer.load())(frame)``."""
 
-    def __init__(self, config: OffloadConfig, local: Method, client: V2Client | None = None, clock=time.monotonic):
+    def __init__(self, config: OffloadConfig, local: Method, client: V2Client | None = None, clock=time.monotonic,
+                 server_model: ServerModel | None = None):
         self.config, self.local = config, local
         self.encoding = parse_encoding(config.encoding)  # a bad name fails here, not on the first frame
         self.client = client or V2Client(config.url, config.token)
         self.summary = OffloadSummary(encoding=str(self.encoding))
         self.calls = ServerCalls(config, clock)
+        # config.model as the server names it (shared with the other calls to this server, if given)
+        self.server_model = server_model or ServerModel(config.model, config.url)
 
     def _fallback(self, frame: np.ndarray, reason: str) -> np.ndarray:
         self.summary.local += 1
@@ -188,10 +264,14 @@ class Offload:
         else:
             payload = encode(frame, self.encoding)
             params = {"encoding": self.encoding.codec, **({"quality": self.encoding.quality} if self.encoding.quality else {})}
-        exchange = self.calls.attempt(lambda: self.client.infer(self.config.model, self.config.input_name, payload,
-                                                                timeout=self.config.deadline_s, parameters=params))
+        named = self.server_model
+        if named.missing:
+            return f"no model: {named.missing}"
+        exchange = self.calls.attempt(lambda: named.infer(self.client, self.config.input_name, payload,
+                                                          self.config.deadline_s, params))
+        self.summary.note = named.note
         if isinstance(exchange, str):
-            return exchange
+            return f"no model: {named.missing}" if named.missing and exchange == "HTTP 404" else exchange
         result = exchange.output
         if params is not None:
             if result.ndim != 1 or result.dtype != np.uint8:

@@ -85,6 +85,7 @@ from typing import Callable
 import numpy as np
 
 from .client import V2Client
+from .offload import ServerModel
 
 log = logging.getLogger(__name__)
 Method = Callable[[np.ndarray], np.ndarray]
@@ -142,9 +143,12 @@ class LinkMonitor:
     begun meanwhile: ``generation()`` moved) is dropped: it measured the other's queue."""
 
     def __init__(self, url: str, token: str | None = None, alpha: float = 0.3, timeout_s: float = 2.0,
-                 client: V2Client | None = None, model: str = "teacher", bytes_each_way: int = 64_000):
+                 client: V2Client | None = None, model: str | ServerModel = "teacher", bytes_each_way: int = 64_000):
         self.client = client or V2Client(url, token)
-        self.alpha, self.timeout_s, self.model = alpha, timeout_s, model
+        self.alpha, self.timeout_s = alpha, timeout_s
+        # the model as the server names it: an old server's `deblur` where it has no `teacher`
+        # (ServerModel; shared with the offload modes by partitioned_method)
+        self.server_model = model if isinstance(model, ServerModel) else ServerModel(model, url)
         self.bytes_each_way = bytes_each_way
         self.rtt: float | None = None
         self.seconds_per_byte: float | None = None  # the throughput's inverse, moving average
@@ -196,9 +200,16 @@ class LinkMonitor:
         self.rtt = self._average(self.rtt, seconds)
         return seconds
 
+    @property
+    def model(self) -> str:
+        """The server's model that sized pings go to."""
+        return self.server_model.name
+
     def _timed_infer(self, png: np.ndarray):
-        return self._quiet(lambda: self.client.infer(self.model, "image", png, timeout=max(self.timeout_s, 10.0),
-                                                     parameters={"encoding": "png"}))
+        if self.server_model.missing:
+            raise LookupError(self.server_model.missing)
+        return self._quiet(lambda: self.server_model.infer(self.client, "image", png, max(self.timeout_s, 10.0),
+                                                           {"encoding": "png"}))
 
     def sized_ping(self) -> float | None:
         """One throughput measurement (bytes/s), or None (``sized_failed`` says why).
