@@ -10,11 +10,14 @@ the true kernel and blind, once in linear light (the default: the blur was made 
 makes it) and once treating sRGB values as if they were light.
 
     python benchmarks/blind_speed.py --threads 2
+    python benchmarks/blind_speed.py --threads 2 --repeats 3 --pairs 0 --compare max_side=400
+        (the 640x480 path with the shipped KernelConfig and with the variant, alternately)
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from dataclasses import replace
@@ -45,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=8, help="linear light's pairs (0: speed only)")
+    ap.add_argument("--compare", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a KernelConfig field: time the 640x480 path with it and without, alternately, and stop")
     args = ap.parse_args(argv)
     cv2.setNumThreads(args.threads)
     rng = np.random.default_rng(0)
@@ -58,6 +63,9 @@ def main(argv=None):
     sigma = blind.noise_sigma(x)
     restarts = median_seconds(lambda: blind.estimate(x, sigma), args.repeats)
     frame = blur_photo(np.ascontiguousarray(load_photo("skimage/motorcycle_left")[:480, :640]), kernel, 0.01, rng)
+    if args.compare:
+        compare(blind, frame, {f: ast.literal_eval(v) for f, v in (c.split("=", 1) for c in args.compare)}, args.repeats)
+        return
     splits = []
     for _ in range(args.repeats):
         blind(frame)
@@ -94,6 +102,24 @@ def main(argv=None):
     print(f"\n| {len(data)} Kodak24 x Levin pairs, Levin PSNR (input {base:.2f}) | true kernel | blind |\n|---|---:|---:|")
     for name, sc in scores.items():
         print(f"| {name} | {np.mean(sc['true kernel']):.2f} | {np.mean(sc['blind']):.2f} |")
+
+
+def compare(blind: BlindDeblurrer, frame: np.ndarray, fields: dict, repeats: int) -> None:
+    """The 640x480 blind path with ``blind``'s config and with ``fields`` changed in its
+    KernelConfig, one after the other ``repeats`` times (so both see the same load), medians."""
+    variant = BlindDeblurrer(blind.denoiser, replace(blind.config, kernel=replace(blind.config.kernel, **fields)))
+    runs = {"shipped": [], ", ".join(f"{f}={v!r}" for f, v in fields.items()): []}
+    for _ in range(repeats):
+        for (name, times), method in zip(runs.items(), (blind, variant)):
+            t = time.perf_counter()
+            method(frame)
+            times.append((method.last.seconds["estimate"], method.last.seconds["restore"], time.perf_counter() - t))
+    print("| 640x480 blind path | estimation s | restoration s | total s |\n|---|---:|---:|---:|")
+    for name, times in runs.items():
+        e, r, t = np.median(times, axis=0)
+        print(f"| {name} | {e:.2f} | {r:.2f} | {t:.2f} |")
+    (_, _, a), (_, _, b) = (np.median(v, axis=0) for v in runs.values())
+    print(f"\nvariant / shipped: {b / a:.2f}x (medians of {repeats}, alternated)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,13 @@ with noise on sRGB (the evaluation forward model, ``converters.data.blur_photo``
                cross-correlation), Levin et al.'s error ratio, and the Levin-protocol gain of both
   fixed-point  start at the finest scale from the true kernel (31 px box) and run one scale's
                alternations: how far the alternation itself moves a right kernel (its bias)
+  whole        the blind method on whole photos (321x481 to 500x500, not 256-pixel crops: the
+               estimation window, KernelConfig.max_side, then matters), 6 validation and 6 other
+               training photos x the same kernel classes, gain against the true kernel's
 
     python benchmarks/blind_tune.py sweep --noise 0.01 [--set finest_iterations=20 --set edge_r=2] [--blind restarts=()]
     python benchmarks/blind_tune.py fixed-point --noise 0 [--set edge_r=0]   (edge selection off)
+    python benchmarks/blind_tune.py whole --pairs 12 --set max_side=400
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from edge_deblur.metrics import align_upto_shift, error_ratio, psnr
 SIZES = (13, 17, 21, 25, 27, 19)
 
 
-def tuning_pairs(n: int = 24, noise: float = 0.01, seed: int = 7):
+def tuning_pairs(n: int = 24, noise: float = 0.01, seed: int = 7, *, whole: bool = False):
     """(name, kind, blurred, sharp, kernel): photo i of the 12, every 6th a defocus disk (r 2-5),
-    the others a trajectory kernel of SIZES[i mod 6]."""
+    the others a trajectory kernel of SIZES[i mod 6]; 256x256 centre crops, or with ``whole`` the
+    whole photos (another seed and another 6 training photos, so not the crops' images again)."""
     rng = np.random.default_rng(seed)
-    photos = validation_photos() + [(t, load_photo(t)) for t in TRAINING[:: max(1, len(TRAINING) // 6)][:6]]
+    others = TRAINING[3::11][:6] if whole else TRAINING[:: max(1, len(TRAINING) // 6)][:6]
+    photos = validation_photos() + [(t, load_photo(t)) for t in others]
     out = []
     for i in range(n):
         name, p = photos[i % len(photos)]
@@ -47,6 +53,9 @@ def tuning_pairs(n: int = 24, noise: float = 0.01, seed: int = 7):
         else:
             k, kind = center_kernel(trajectory_kernel(rng, size=SIZES[i % 6])), f"shake {SIZES[i % 6]}"
         b = blur_photo(p, k, noise, rng)
+        if whole:
+            out.append((name, kind, b, p, k))
+            continue
         h, w = p.shape[:2]
         y, x = (h - 256) // 2, (w - 256) // 2
         out.append((name, kind, b[y : y + 256, x : x + 256], p[y : y + 256, x : x + 256], k))
@@ -94,9 +103,27 @@ def fixed_point(config: KernelConfig, pairs, lam: float, size: int = 31) -> None
     print(f"fixed point: similarity {np.mean(sims):.3f} (min {np.min(sims):.3f})")
 
 
+def whole_photos(blind_config: BlindConfig, pairs, threads: int) -> None:
+    """The blind method as shipped (restarts, selection, restoration) on each whole photo."""
+    blind = BlindDeblurrer.load(replace(blind_config, threads=threads))
+    rows = []
+    for name, kind, b, s, k in pairs:
+        x, back = split_image(b)
+        t = time.perf_counter()
+        out = back(blind.deblur_float(x))
+        seconds = time.perf_counter() - t
+        with_true = back(blind.restore(x, k, blind.last.noise_sigma))
+        rows.append((levin_gain(s, out, b), levin_gain(s, with_true, b), seconds))
+        print(f"{name:22s} {b.shape[1]}x{b.shape[0]} {kind:9s} gain {rows[-1][0]:+.2f} (true kernel {rows[-1][1]:+.2f}) "
+              f"{seconds:.1f} s", flush=True)
+    r = np.array(rows)
+    print(f"gain {r[:, 0].mean():+.2f} dB (median {np.median(r[:, 0]):+.2f}; true kernel {r[:, 1].mean():+.2f}), "
+          f"{np.median(r[:, 2]):.1f} s median per photo")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("sweep", "fixed-point"))
+    ap.add_argument("mode", choices=("sweep", "fixed-point", "whole"))
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
@@ -108,6 +135,9 @@ def main(argv=None):
     fields = lambda items: {f: ast.literal_eval(v) for f, v in (item.split("=", 1) for item in items)}
     config = replace(KernelConfig(), **fields(args.set))
     blind_config = replace(BlindConfig(), **fields(args.blind))
+    if args.mode == "whole":
+        whole_photos(replace(blind_config, kernel=config), tuning_pairs(args.pairs, args.noise, seed=11, whole=True), args.threads)
+        return
     pairs = tuning_pairs(args.pairs, args.noise)
     if args.mode == "sweep":
         sweep(config, pairs, args.threads, blind_config)

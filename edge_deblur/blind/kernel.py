@@ -61,10 +61,13 @@ class KernelConfig:
     cg_iterations: int = 12  # conjugate-gradient iterations of the kernel step, warm-started (12: +3.14 dB, 25: +3.03)
     restart_workers: int | None = None  # threads restarts run on (None: one each, up to the CPU count; numpy's FFTs release the GIL)
     linear_light: bool = True  # undo the sRGB transfer before estimating (blur happens in linear light)
-    max_side: int = 400  # estimate on the most textured window of at most this side
-    # Restarts on a smaller window: on a large frame they cost 0.45x a 400-pixel estimate each, and
-    # a restart only has to be right to be kept (the caller picks by the restorations); the
-    # benchmark sets' 256-pixel crops are estimated whole either way.
+    # Estimate on the most textured window of at most this side. 256, not 400: on 12 whole tuning
+    # photos (321x481 to 500x500, `blind_tune.py whole`) the blind method gained +5.29 dB with 256
+    # against +5.24 with 400 (true kernel +5.95), and the 640x480 path took 16.6 s against 22.7
+    # (docs/BENCHMARKS.md); the benchmark sets' 256-pixel crops are estimated whole either way.
+    max_side: int = 256
+    # Restarts on a window of at most this side (a restart only has to be right to be kept: the
+    # caller picks by the restorations); at most max_side.
     restart_max_side: int | None = 256  # None: max_side
     saturation: float = 0.98  # pixels at or above this (in [0, 1]) are treated as clipped highlights
 
