@@ -41,6 +41,7 @@ from edge_deblur.serve.protocol import ProtocolError  # noqa: E402
 from edge_deblur.serve.registry import DeblurModel, ModelRegistry, TensorSpec  # noqa: E402
 from edge_deblur.serve.server import RunningServer, ServeConfig  # noqa: E402
 from edge_deblur.serve.tokens import add_token, read_tokens, revoke_token  # noqa: E402
+from serve_metrics import metrics_text, parse  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -258,16 +259,8 @@ def test_metrics_triton_names_and_histograms(server, tokens, pair):
     _http_infer(server.http_url, pair[0][None], _auth(tokens))
     status, headers, _ = _post(server.http_url, "/metrics", None)
     assert status == 200
-    host, port = server.http_url.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
+    text = metrics_text(server.http_url)
+    values = parse(text)
     ok = values['nv_inference_request_success{model="teacher",version="1"}']
     assert ok >= 1
     assert "# TYPE nv_inference_request_success counter" in text

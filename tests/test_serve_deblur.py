@@ -27,6 +27,7 @@ import tritonclient.http as thttp  # noqa: E402
 from edge_deblur.model import Deblurrer  # noqa: E402
 from edge_deblur.serve.limits import Limits  # noqa: E402
 from edge_deblur.serve.server import RunningServer, ServeConfig  # noqa: E402
+from serve_metrics import scrape  # noqa: E402
 
 blind = pytest.importorskip("edge_deblur.blind", reason="no blind engine in this installation")
 
@@ -66,17 +67,7 @@ def crops(photo):
 
 
 def _metrics(server) -> dict[str, float]:
-    host, port = server.http_url.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
+    return scrape(server.http_url)
 
 
 def _success(server, model: str) -> float:
