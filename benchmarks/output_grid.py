@@ -4,6 +4,14 @@ in one run: quality on Kodak24 x Levin and by blur class (``converters.blur_clas
 frame path's Python share and tiling cost at 640x480 (``benchmarks/runtime_overhead.py``'s clock).
 
     python benchmarks/output_grid.py --threads 2 --rounds 30 [--out build/grid]
+
+The shipped students are on the grid since issue 14 part 3, so their twins are the same models;
+``--before DIR`` compares the shipped files with the pre-rewrite ones in DIR instead (the same names,
+each with its ``.json`` sidecar), e.g. taken from git:
+
+    mkdir -p /tmp/before && for m in rpi5 rpi4; do for e in tflite json; do
+      git show 0603c4b:edge_deblur/models/student-$m.$e > /tmp/before/student-$m.$e; done; done
+    python benchmarks/output_grid.py --threads 2 --rounds 30 --before /tmp/before
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from converters.blur_classes import class_cells, score_by_class, with_verdicts  # noqa: E402
 from converters.output_grid import output_on_input_grid  # noqa: E402
 from edge_deblur import Deblurrer, psnr  # noqa: E402
+from edge_deblur.metrics import ssim  # noqa: E402
 from runtime_overhead import InvokeClock, frame_640x480, timed_call  # noqa: E402
 
 MODELS_DIR = ROOT / "edge_deblur" / "models"
@@ -43,29 +52,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="for the timing; quality runs on 1 thread")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--before", help="a folder of pre-rewrite students (NAME.tflite and NAME.json) to compare "
+                                     "the shipped ones with, instead of deriving grid twins of the shipped ones")
     args = ap.parse_args(argv)
 
-    models = {}
+    models, twins = {}, []  # twins: (label, label) pairs whose Levin outputs are compared pixel by pixel
     for name in args.students:
-        models[name] = MODELS_DIR / f"{name}.tflite"
-        models[f"{name} grid"] = output_on_input_grid(models[name], Path(args.out) / f"{name}.tflite")
+        if args.before:
+            models[f"{name} before"] = Path(args.before) / f"{name}.tflite"
+            models[name] = MODELS_DIR / f"{name}.tflite"
+            twins.append((f"{name} before", name))
+        else:
+            models[name] = MODELS_DIR / f"{name}.tflite"
+            models[f"{name} grid"] = output_on_input_grid(models[name], Path(args.out) / f"{name}.tflite")
+            twins.append((name, f"{name} grid"))
+    for label, path in models.items():
+        d = Deblurrer.load(path, threads=1)
+        grid = d.info.output_quant == d.info.input_quant
+        print(f"{label}: {path}, output quantization {d.info.output_quant}{' (on the input grid)' if grid else ''}")
+    print()
 
     # Quality, one thread: Levin pairs and the blur-class cells, every model on the same crops.
     runners = {"teacher": Deblurrer.load("teacher", threads=1),
                **{label: Deblurrer.load(path, threads=1) for label, path in models.items()}}
     pairs = levin_pairs()
     blurred = float(np.mean([psnr(s, b) for b, s in pairs]))
-    levin = {label: float(np.mean([psnr(s, r(b)) for b, s in pairs])) for label, r in runners.items()}
-    print(f"Kodak24 x Levin (24 pairs, 256 px): blurred {blurred:.3f} dB, teacher {levin['teacher']:.3f}\n")
-    print("| model | Levin PSNR | gain kept | blur-class cells passing | mean gain kept, 10 blurred cells | "
-          "noise only 1/255 | noise only 3/255 |\n|---|---:|---:|---:|---:|---:|---:|")
+    outputs = {label: [r(b) for b, _ in pairs] for label, r in runners.items()}
+    levin = {label: float(np.mean([psnr(s, o) for (_, s), o in zip(pairs, out)])) for label, out in outputs.items()}
+    levin_ssim = {label: float(np.mean([ssim(s, o) for (_, s), o in zip(pairs, out)])) for label, out in outputs.items()}
+    vs_teacher = {label: float(np.mean([psnr(t, o) for t, o in zip(outputs["teacher"], out)]))
+                  for label, out in outputs.items()}
+    print(f"Kodak24 x Levin (24 pairs, 256 px): blurred {blurred:.3f} dB (SSIM "
+          f"{np.mean([ssim(s, b) for b, s in pairs]):.4f}), teacher {levin['teacher']:.3f} (SSIM "
+          f"{levin_ssim['teacher']:.4f})\n")
+    for a, b in twins:
+        diff = np.concatenate([np.abs(x.astype(np.int16) - y).ravel() for x, y in zip(outputs[a], outputs[b])])
+        print(f"{b} against {a} on those pairs: at most {diff.max()} level(s) apart, {np.mean(diff > 0):.1%} of the "
+              f"values differ")
+    print("\n| model | Levin PSNR | SSIM | PSNR vs teacher | gain kept | blur-class cells passing | "
+          "mean gain kept, 10 blurred cells | noise only 1/255 | noise only 3/255 |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = score_by_class(class_cells(4, 256), runners)
     for label in models:
         verdicts = with_verdicts(rows, "teacher", label)
         kept = [r for r in verdicts if r["gain_kept"] is not None]
         mean_kept = np.mean([r["student_gain_db"] for r in kept]) / np.mean([r["teacher_gain_db"] for r in kept])
         noise = {r["noise_sigma"]: r["scores"][label]["psnr"] for r in verdicts if r["class"] == "noise only"}
-        print(f"| {label} | {levin[label]:.3f} | {(levin[label] - blurred) / (levin['teacher'] - blurred):.1%} | "
+        print(f"| {label} | {levin[label]:.3f} | {levin_ssim[label]:.4f} | {vs_teacher[label]:.3f} | {(levin[label] - blurred) / (levin['teacher'] - blurred):.1%} | "
               f"{sum(r['passed'] for r in verdicts)}/{len(verdicts)} | {mean_kept:.1%} | "
               f"{noise[1.0]:.2f} | {noise[3.0]:.2f} |")
 

@@ -1,6 +1,6 @@
 """An INT8 student's output on its input's grid: the frame's own 8-bit steps, not the calibrated ones.
 
-PTQ gives the output tensor the scale of its calibrated range: for the shipped rpi5 student
+PTQ gives the output tensor the scale of its calibrated range: for the rpi5 student as PTQ made it
 0.00503 per code with zero point -81, i.e. [-0.24, 1.05] in steps of 1.28 8-bit levels. So the
 student's last op (the global residual ADD, ``x + correction``) rounds every frame to a grid
 coarser than the 8-bit frame it came from, and the runtime then needs a lookup per pixel to map
@@ -14,6 +14,10 @@ SUB, MUL, CONV_2D, DEPTHWISE_CONV_2D, QUANTIZE). Ops that pass values through (D
 RESHAPE ...) need one scale in and out and are refused.
 
     python -m converters.output_grid edge_deblur/models/student-rpi5.tflite build/grid/student-rpi5.tflite
+
+The bundled rpi5 and rpi4 students were rewritten so (issue 14 part 3); their cards keep the PTQ
+file's hash and output quantization (``output_grid.pre_rewrite``), which ``output_quantized_as``
+restores exactly (``tests/test_output_grid.py``).
 """
 
 from __future__ import annotations
@@ -28,12 +32,31 @@ REQUANTIZING = {"ADD", "SUB", "MUL", "CONV_2D", "DEPTHWISE_CONV_2D", "QUANTIZE"}
 def output_on_input_grid(src: str | Path, dst: str | Path) -> Path:
     """Write ``src`` (a full-INT8 one-image-in, one-image-out .tflite) to ``dst`` with its output
     tensor quantized like its input; the sidecar (``.json``) is copied along when there is one."""
+    src, dst = Path(src), Path(dst)
+    _rewrite_output(src, dst, None)
+    if src.with_suffix(".json").exists():
+        sidecar = json.loads(src.with_suffix(".json").read_text())
+        sidecar["output_grid"] = "input"
+        dst.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    else:
+        dst.with_suffix(".json").unlink(missing_ok=True)
+    return dst
+
+
+def output_quantized_as(src: str | Path, dst: str | Path, scale: float, zero_point: int) -> Path:
+    """``src`` written to ``dst`` with its output tensor's quantization set to (``scale``,
+    ``zero_point``) and nothing else changed (no sidecar): the inverse of ``output_on_input_grid``
+    given the scale and zero point it replaced."""
+    return _rewrite_output(Path(src), Path(dst), (float(scale), int(zero_point)))
+
+
+def _rewrite_output(src: Path, dst: Path, quant: tuple[float, int] | None) -> Path:
+    """The output tensor's (scale, zero point) set to ``quant``, or to the input's when None."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     from converters.export import _replace_atomic
 
-    src, dst = Path(src), Path(dst)
     model = flatbuffer_utils.read_model(str(src))
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -49,16 +72,13 @@ def output_on_input_grid(src: str | Path, dst: str | Path) -> Path:
     if name not in REQUANTIZING:
         raise ValueError(f"{src}: the output is written by {name}, which cannot change scale (needs one of "
                          f"{', '.join(sorted(REQUANTIZING))})")
-    out.quantization.scale = list(inp.quantization.scale)
-    out.quantization.zeroPoint = list(inp.quantization.zeroPoint)
+    if quant is None:
+        out.quantization.scale = list(inp.quantization.scale)
+        out.quantization.zeroPoint = list(inp.quantization.zeroPoint)
+    else:
+        out.quantization.scale, out.quantization.zeroPoint = [quant[0]], [quant[1]]
     dst.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomic(dst, lambda tmp: flatbuffer_utils.write_model(model, tmp))
-    if src.with_suffix(".json").exists():
-        sidecar = json.loads(src.with_suffix(".json").read_text())
-        sidecar["output_grid"] = "input"
-        dst.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
-    else:
-        dst.with_suffix(".json").unlink(missing_ok=True)
     return dst
 
 
