@@ -1106,3 +1106,59 @@ def test_a_server_whose_deblur_is_the_auto_engine_and_no_teacher_keeps_frames_lo
     reason = "no model: the server has no 'teacher', and its 'deblur' is the auto engine (seconds a frame)"
     assert offload.summary.local == len(frames) and offload.summary.fallbacks == {reason: len(frames)}, str(offload.summary)
     assert len([r for r in caplog.records if "auto engine" in r.getMessage()]) == 1
+
+
+class _PerPixel(_Remote):
+    """An offload whose bytes follow the frame's pixels (``per_pixel`` bytes each, up and down)."""
+
+    def __init__(self, clock, link, compute_s, per_pixel):
+        super().__init__(clock, link, compute_s, 0)
+        self.per_pixel = per_pixel
+
+    def _size(self, frame):
+        return int(self.per_pixel * frame.shape[0] * frame.shape[1])
+
+    def __call__(self, frame):
+        self.bytes = self._size(frame)
+        return super().__call__(frame)
+
+    def wire_estimate(self, frame):
+        self.bytes = self._size(frame)
+        return super().wire_estimate(frame)
+
+
+def test_bytes_per_frame_are_kept_per_frame_size(frames):
+    """A stream of two frame sizes (a full frame and a quarter of it: another resolution, a crop).
+    Offload's full frames move 460 kB (0.05 s compute + 10 ms + 460 kB at 2.5 MB/s = 0.244 s,
+    against local's 0.2 s: local), its quarter frames 115 kB (0.106 s, against local's 0.15 s:
+    offload). Each size's bytes are its own: a full frame after quarter ones is priced with 460 kB,
+    not the 115 kB the quarter frames moved last, and stays on the board."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 2.5e6)
+    link.true_throughput = 2.5e6
+    full = np.zeros((200, 200, 3), np.uint8)
+    quarter = np.zeros((100, 100, 3), np.uint8)
+    offload = _PerPixel(clock, link, 0.05, 460_000 / 40_000)
+
+    def local(frame):
+        clock.advance(0.2 if frame.shape == full.shape else 0.15)
+        return frame
+
+    planner = Planner({"local": local, "offload": offload},
+                      PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
+    for frame in [full] * 4 + [quarter] * 6:
+        planner(frame)
+        planner.finish()
+    assert planner.summary.probes[("offload", "measured")] == 4, str(planner.summary)  # each size, twice
+    assert planner.expected("offload", full.shape) == pytest.approx(0.244)
+    assert planner.expected("offload", quarter.shape) == pytest.approx(0.106)
+    calls = offload.calls
+    local_before = planner.summary.frames["local"]
+    planner(full)
+    assert offload.calls == calls and planner.summary.frames["local"] == local_before + 1, str(planner.summary)
+    planner(quarter)
+    assert offload.calls == calls + 1, str(planner.summary)
+    assert planner.wire[("offload", full.shape)][0] == 460_000 and planner.wire[("offload", quarter.shape)][0] == 115_000
+    planner.finish()
+    assert "offload 460 kB/frame at 15.7 Mbit/s (200x200)" in planner.summary.link, planner.summary.link

@@ -316,6 +316,11 @@ class PlannerSummary:
         return text
 
 
+def _size(shape: tuple) -> str:
+    """A frame shape as the summary writes it: WxH."""
+    return f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
+
+
 def _bytes(method) -> int:
     """Bytes a remote mode has put on the wire so far (its summary's up + down), 0 when it keeps none."""
     s = getattr(method, "summary", None)
@@ -365,7 +370,9 @@ class Planner:
         self._last_run: dict[tuple[str, tuple], int] = {}
         self._runs: Counter = Counter()  # (mode, frame shape) -> frames measured
         self._reprobe: dict[tuple[str, tuple], int] = {}  # frames between re-probes, doubled while a mode keeps losing
-        self.wire: dict[str, tuple[float, float]] = {}  # mode -> (bytes per frame, implied bytes/s), moving averages
+        # (mode, frame shape) -> (bytes per frame, implied bytes/s), moving averages: a mode's bytes depend on the
+        # pixels (another resolution, a crop), so one size's figure is never another's
+        self.wire: dict[tuple[str, tuple], tuple[float, float]] = {}
         self._guess: dict[tuple[str, tuple], tuple[float, float, float]] = {}  # wire_estimate per (mode, shape)
         self._frame_runs: Counter = Counter()  # (mode, frame shape) -> frames it did (not probes)
         self._source: dict[tuple[str, tuple], str] = {}  # what measured the estimate last: "probe" or "frame"
@@ -393,7 +400,7 @@ class Planner:
         return getattr(self.link, "rtt", None), getattr(self.link, "throughput", None)
 
     def _wire_bytes(self, mode: str, shape: tuple) -> float | None:
-        measured = self.wire.get(mode)
+        measured = self.wire.get((mode, shape))
         if measured is not None:
             return measured[0]
         guess = self._guess.get((mode, shape))
@@ -447,7 +454,8 @@ class Planner:
         guess = self._guess.get((mode, shape))
         if rtt is None or not rate or guess is None:
             return None
-        fewest = min(guess[1], self.wire[mode][0]) if mode in self.wire else guess[1]
+        measured = self.wire.get((mode, shape))
+        fewest = min(guess[1], measured[0]) if measured is not None else guess[1]
         return rtt + fewest / rate
 
     def _learn(self, mode: str, shape: tuple, seconds: float, wire_bytes: int = 0, replace: bool = False) -> None:
@@ -466,8 +474,8 @@ class Planner:
             return
         if wire_bytes:
             transfer = max(seconds - (rtt or 0.0), 1e-3)
-            b, implied = self.wire.get(mode, (wire_bytes, wire_bytes / transfer))
-            self.wire[mode] = ((1 - alpha) * b + alpha * wire_bytes, (1 - alpha) * implied + alpha * wire_bytes / transfer)
+            b, implied = self.wire.get(key, (wire_bytes, wire_bytes / transfer))
+            self.wire[key] = ((1 - alpha) * b + alpha * wire_bytes, (1 - alpha) * implied + alpha * wire_bytes / transfer)
         if rtt is not None:
             size = wire_bytes or self._wire_bytes(mode, shape) or 0.0
             fixed = seconds - rtt - (size / rate if rate else 0.0)
@@ -823,10 +831,12 @@ class Planner:
         with self._lock:
             parts = []
             for (mode, shape), t in sorted(self.estimates.items()):
-                size = f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
-                parts.append(f"{mode} {'unavailable' if t == UNAVAILABLE else f'{1000 * self.expected(mode, shape):.0f} ms'} at {size}")
+                parts.append(f"{mode} {'unavailable' if t == UNAVAILABLE else f'{1000 * self.expected(mode, shape):.0f} ms'} at {_size(shape)}")
             self.summary.estimates = ", ".join(parts)
-            wire = ", ".join(f"{m} {b / 1e3:.0f} kB/frame at {8 * r / 1e6:.1f} Mbit/s" for m, (b, r) in sorted(self.wire.items()))
+            sizes = {shape for _, shape in self.wire}
+            wire = ", ".join(f"{m} {b / 1e3:.0f} kB/frame at {8 * r / 1e6:.1f} Mbit/s"
+                             + (f" ({_size(shape)})" if len(sizes) > 1 else "")
+                             for (m, shape), (b, r) in sorted(self.wire.items()))
             if self.link is not None:
                 rtt = f"round trip {1000 * self.link.rtt:.0f} ms ({self.link.pings} pings)" if self.link.rtt is not None else \
                     f"round trip unmeasured ({self.link.failed} failed pings)"
