@@ -736,9 +736,10 @@ def test_a_mode_probed_slow_beside_the_frames_gets_one_trial_frame(frames):
 
 
 def test_no_probe_runs_beside_frames_that_go_to_the_server(frames):
-    """Split measured first wins (0.1 s against local's 0.2 s): from then on the frames go to the
-    server, so offload (which could win too: its bound is low) is not probed beside them; a probe
-    would queue the frames behind it at the server."""
+    """Split measured first wins (0.091 s against local's 0.2 s): from then on the frames go to the
+    server, so offload (which could win too: its bound is low) is not probed beside them (a probe
+    would queue the frames behind it at the server); it is measured on two frames of its own
+    instead (the first is its cold run), loses (0.135 s), and split keeps the others."""
     from edge_deblur.partition.planner import Planner, PlannerConfig
 
     clock, link = _ThreadClock(), _Link(0.01, 100e6)
@@ -747,14 +748,50 @@ def test_no_probe_runs_beside_frames_that_go_to_the_server(frames):
     split.encoding = None  # not an offload encoding
     planner = Planner({"local": _local(clock, 0.2), "split": split, "offload": offload},
                       PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9), clock=clock, link=link)
-    for _ in range(3):  # local twice; split probed first (its bound is the lowest)
+    for _ in range(2):  # local twice; split probed first (its bound is the lowest)
         planner(frames[0])
         planner.finish()
     assert planner.summary.probes[("split", "measured")] == 2 and offload.calls == 0, str(planner.summary)
-    for _ in range(15):
+    for _ in range(16):
         planner(frames[0])
         planner.finish()
-    assert planner.summary.frames["split"] >= 14 and offload.calls == 0, str(planner.summary)
+    summary = planner.summary
+    assert not [k for k in summary.probes if k[0] == "offload"], str(summary)
+    assert offload.calls == 2 and summary.reasons[("offload", "first measurement")] == 2, str(summary)
+    assert summary.frames["split"] == 14, str(summary)
+
+
+def test_modes_not_used_are_measured_and_re_measured_while_frames_go_to_the_server(frames):
+    """Offload (0.12 s compute + 10 ms + 50 kB at 100 MB/s = 0.1305 s) has the lowest bound, is
+    probed first on local frames and takes them (local 0.3 s). Split, unmeasured, could win too:
+    with the frames at the server no probe runs beside them, so split gets two frames of its own and
+    loses (0.181 s). Its server then gets faster (0.041 s): still modelled within 1.5x of offload,
+    split is re-measured on a frame after ``reprobe_every`` frames and takes the stream; the board
+    never stops finding out while every frame goes to the server."""
+    from edge_deblur.partition.planner import Planner, PlannerConfig
+
+    clock, link = _ThreadClock(), _Link(0.01, 100e6)
+    link.true_throughput = 100e6
+    offload, split = _Remote(clock, link, 0.12, 50_000), _Remote(clock, link, 0.17, 100_000)
+    split.encoding = None  # the split mode: not an offload encoding
+    planner = Planner({"local": _local(clock, 0.3), "offload": offload, "split": split},
+                      PlannerConfig(background=True, alpha=1.0, ping_every_s=1e9, reprobe_every=10),
+                      clock=clock, link=link)
+    shape = frames[0].shape
+    for _ in range(12):
+        planner(frames[0])
+        planner.finish()
+    summary = planner.summary
+    assert summary.probes[("offload", "measured")] == 2 and not [k for k in summary.probes if k[0] == "split"], str(summary)
+    assert summary.reasons[("split", "first measurement")] == 2, str(summary)
+    assert planner.expected("split", shape) == pytest.approx(0.181) and summary.frames["offload"] >= 7, str(summary)
+    split.compute_s = 0.03
+    for _ in range(12):
+        planner(frames[0])
+        planner.finish()
+    assert summary.reasons[("split", "re-probe")] == 1, str(summary)
+    assert planner.expected("split", shape) == pytest.approx(0.041), str(summary)
+    assert planner._current[shape] == "split" and summary.frames["split"] >= 8, str(summary)
 
 
 class _Noisy(_Remote):

@@ -54,7 +54,11 @@ own (reason ``trial``, once per ``reprobe_every`` frames), and a frame's time al
 estimate that probes made (frames then average among themselves). Probes share the server with
 frames: one is started only on a frame that stays on the board (when the best mode is ``local``),
 a probe overlapped by a remote frame is dropped, and a remote frame beside a probe is not learned
-from (each measured the other's queue). A probe that fails marks the mode unavailable until its
+from (each measured the other's queue). While the frames go to a remote mode, the mode due for a
+probe (the same rules: unmeasured, or stale and within ``probe_margin``) gets a frame of its own
+instead (reason ``first measurement``, twice, or ``re-probe``), so a mode not in use is still
+measured and re-measured; a re-probe's frame is learned as it is, not as the median with the
+mode's frames from before. A probe that fails marks the mode unavailable until its
 next re-probe.
 
 Offload encodings: a mode whose ``quality_loss_db`` (the measured loss of its encoding,
@@ -620,7 +624,13 @@ class Planner:
         if trial is not None:
             return trial, "trial", None
         # a probe shares the server (and the link) with frames: it is started only while the frames
-        # stay on the board, so no frame queues behind it at the server
+        # stay on the board, so no frame queues behind it at the server. While they go to a remote
+        # mode, a background probe would always be beside one (and dropped), so the mode due for
+        # one (unmeasured, or stale and still within ``probe_margin``: ``_probe_candidate``'s
+        # rules) gets this frame instead, as ``local`` gets its re-runs: a frame at most the margin
+        # slower, and the mode's own fallback finishes it if it fails
+        if mode != "local" and probe is not None and probe != mode:
+            return probe, ("re-probe" if self._measured(probe, shape) else "first measurement"), None
         return mode, reason, probe if mode == "local" else None
 
     def _trial(self, measured: list[str], best: str, shape: tuple) -> str | None:
@@ -800,8 +810,11 @@ class Planner:
                     self._observe_transfer(method, timed_before)
                 # a frame's time replaces what probes measured (they ran beside frames); frames average
                 replace = self._source.get((mode, shape)) == "probe"
+                # a re-probe's frame is the first of the mode's for a while: the frames before it are
+                # no longer its last ones, so it is not held to their median
                 seconds_kept, bytes_kept = self._despiked(mode, shape, seconds, _bytes(method) - before,
-                                                          fell_back=_fallbacks(method) > fallbacks_before, restart=replace)
+                                                          fell_back=_fallbacks(method) > fallbacks_before,
+                                                          restart=replace or (remote and reason == "re-probe"))
                 self._learn(mode, shape, seconds_kept, bytes_kept, replace=replace)
                 self._source[(mode, shape)] = "frame"
             self._frame_runs[(mode, shape)] += 1
