@@ -18,7 +18,7 @@ from edge_deblur import classical
 from edge_deblur.blind import AutoDeblurrer, BlindConfig, BlindDeblurrer, KernelConfig, estimate_kernel, restore
 from edge_deblur.blind.kernel import (
     clean_kernel, edge_threshold, estimate_kernel_candidates, estimate_psf, estimate_psf_masked, estimation_image, identity_kernel, kernel_similarity,
-    kernel_sizes, l0_latent, select_edges,
+    kernel_sizes, l0_latent, select_edges, texture_mask, edge_usefulness,
 )
 from edge_deblur.blind.restore import RestoreConfig, hqs_schedule, reblur_residual, restore_float
 from edge_deblur.blind.signal import convolve, gradients, periodic_extend, psf2otf, srgb_to_linear
@@ -107,6 +107,25 @@ def test_edge_selection_keeps_the_strongest_gradients_in_every_direction(photo):
     kept = np.hypot(sx, sy) > 0
     assert 4 * 30 <= kept.sum() < 0.2 * g.size
     assert np.hypot(gx, gy)[kept].min() >= t
+
+
+def test_edge_usefulness_is_one_along_wide_edges_and_zero_across_thin_lines(photo):
+    """Xu & Jia's r, known answers: across a vertical step of height h the 5x5 window holds both
+    central differences of h/2 on 5 rows, agreeing, so r = 5h / (5h + eps); centred on a line one
+    pixel wide they cancel, r = 0. On a real photo, texture_mask removes the requested fraction,
+    the pixels of lowest r."""
+    h, eps = 0.5, 0.5
+    step = np.zeros((32, 32))
+    step[:, 16:] = h
+    line = np.zeros((32, 32))
+    line[:, 16] = h
+    assert edge_usefulness(step, eps=eps)[16, 16] == pytest.approx(5 * h / (5 * h + eps))
+    assert edge_usefulness(line, eps=eps)[16, 16] == pytest.approx(0.0, abs=1e-12)
+    assert edge_usefulness(line, eps=eps)[16, 18] > 0.3  # beside the line, only its right flank in the window
+    g = estimation_image(photo)[0]
+    keep = texture_mask(g, 0.3)
+    r = edge_usefulness(g)
+    assert abs((~keep).mean() - 0.3) < 0.01 and r[~keep].max() <= r[keep].min()
 
 
 def test_clean_kernel_projects_onto_kernels(shake):

@@ -70,6 +70,13 @@ class KernelConfig:
     # caller picks by the restorations); at most max_side.
     restart_max_side: int | None = 256  # None: max_side
     saturation: float = 0.98  # pixels at or above this (in [0, 1]) are treated as clipped highlights
+    # Xu & Jia (2010)'s r-map: latent gradients where the blurred image's gradients do not add up to
+    # an edge (fine texture, which blur mixes across the kernel's extent) are kept out of the kernel
+    # step; this fraction of the pixels, those of lowest r, at every scale. 0: off.
+    texture_fraction: float = 0.0
+    texture_window: int = 5  # N_h, the window r sums over
+    texture_eps: float = 0.5  # the constant in r's denominator (intensities in [0, 1])
+    restart_texture_fraction: float | None = 0.0  # the restarts' texture_fraction (None: texture_fraction)
 
 
 # --- the two steps ---------------------------------------------------------------------------------
@@ -133,6 +140,25 @@ def edge_threshold(gx: np.ndarray, gy: np.ndarray, kernel_size: int, *, r: float
             continue
         threshold = min(threshold, float(np.sort(values)[-min(need, values.size)]))
     return 0.0 if not np.isfinite(threshold) else threshold
+
+
+def edge_usefulness(y: np.ndarray, *, window: int = 5, eps: float = 0.5) -> np.ndarray:
+    """Xu & Jia (ECCV 2010)'s usefulness of an edge for kernel estimation,
+    r(x) = || sum_{N_h(x)} grad y || / (sum_{N_h(x)} ||grad y|| + eps), over the ``window`` x ``window``
+    neighbourhood N_h of every pixel of ``y`` (intensities in [0, 1]): near 1 along an edge wider
+    than the window, where the gradients agree; near 0 across structures narrower than it, where
+    they cancel out (blur mixes those across the kernel's extent, so the latent image's edges there
+    are not the blurred image's and mislead the kernel step), and on weak gradients, which ``eps``
+    outweighs."""
+    gx, gy = np.gradient(np.asarray(y, np.float64))
+    box = lambda a: cv2.boxFilter(a, -1, (window, window), normalize=False, borderType=cv2.BORDER_REFLECT)
+    return np.hypot(box(gx), box(gy)) / (box(np.hypot(gx, gy)) + eps)
+
+
+def texture_mask(y: np.ndarray, fraction: float, *, window: int = 5, eps: float = 0.5) -> np.ndarray:
+    """False on the ``fraction`` of the pixels of lowest :func:`edge_usefulness`, True elsewhere."""
+    r = edge_usefulness(y, window=window, eps=eps)
+    return r >= np.quantile(r, fraction)
 
 
 def select_edges(gx: np.ndarray, gy: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +352,10 @@ def estimate_at_scale(y: np.ndarray, kernel: np.ndarray, lam: float, config: Ker
     frame[inner][[0, -1], :] = 0
     frame[inner][:, [0, -1]] = 0
     by = gradients(ext)
+    useful = None
+    if config.texture_fraction > 0:
+        useful = np.zeros(ext.shape, bool)
+        useful[inner] = texture_mask(y, config.texture_fraction, window=config.texture_window, eps=config.texture_eps)
     threshold = None
     # gamma weighs ||k||^2 against a data term summed over pixels: scaled by the level's share of
     # the finest level's pixels, the kernel is regularised alike at every scale (see KernelConfig).
@@ -333,6 +363,8 @@ def estimate_at_scale(y: np.ndarray, kernel: np.ndarray, lam: float, config: Ker
     for _ in range(config.iterations):
         latent = l0_latent(ext, kernel, lam, sigma=config.sigma_intensity, kappa=config.kappa, beta_max=config.beta_max)
         lx, ly = gradients(latent)
+        if useful is not None:
+            lx, ly = lx * useful, ly * useful
         if config.edge_r > 0:
             threshold = edge_threshold(lx[inner], ly[inner], size, r=config.edge_r) if threshold is None else threshold / config.edge_decay
             lx, ly = select_edges(lx, ly, threshold)
@@ -422,7 +454,8 @@ def estimate_kernel_candidates(image: np.ndarray, size: int | None = None, confi
     starts = [c for c in dict.fromkeys(restarts) if c != config.coarsest]
     guess = size if size is not None else _size_limits(gray)[0]  # choose_size's first box
     first_job = (lambda: choose_size(gray, clipped, config)[0]) if size is None else (lambda: _estimate(gray, clipped, size, config))
-    restart = replace(config, max_side=min(config.max_side, config.restart_max_side or config.max_side))
+    restart = replace(config, max_side=min(config.max_side, config.restart_max_side or config.max_side),
+                      texture_fraction=config.texture_fraction if config.restart_texture_fraction is None else config.restart_texture_fraction)
     again = lambda c, s: _estimate(gray, clipped, s, replace(restart, coarsest=c))
     workers = min(config.restart_workers or os.cpu_count() or 1, len(starts) + 1)
     if workers <= 1 or not starts:
