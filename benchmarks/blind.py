@@ -9,6 +9,8 @@ and centre-cropped, as ``converters.data.make_eval_pairs``):
               small shake (trajectory 11-15 px), large shake (25-31 px), defocus (radius 2-5),
               Gaussian (sigma 1-2) and noise only
   validation  the 6 validation photos x the same classes (what the settings were chosen on)
+  training    50 training photos, one of the same classes each (round robin; another seed): a larger
+              set to choose auto's rule on, since 6 photos a class cannot tell two gates apart
 
 Methods: the blurred input, the feed-forward teacher, the default student, HQS restoration with the
 true kernel (the ceiling), blind (estimated kernel, same restoration) and auto (blind, or the
@@ -31,14 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from converters.blur import center_kernel, trajectory_kernel
-from converters.data import blur_photo, heldout_photos, levin_kernels, validation_photos
+from converters.data import blur_photo, heldout_photos, levin_kernels, training_photos, validation_photos
 from edge_deblur import Deblurrer, psnr, ssim, write_image
 from edge_deblur.blind import AutoDeblurrer, BlindConfig, BlindDeblurrer
 from edge_deblur.blind.method import auto_path, tv_ratio
 from edge_deblur.classical import defocus_psf, gaussian_psf
 from edge_deblur.images import side_by_side
 from edge_deblur.metrics import align_upto_shift, error_ratio, sse_upto_shift
-from edge_deblur.blind.kernel import identity_kernel
+from edge_deblur.blind.kernel import identity_kernel, kernel_extent
+from edge_deblur.blind.restore import reblur_residual
 
 CLASSES = ("small shake", "large shake", "defocus", "gaussian", "noise only")
 CROP = 256
@@ -64,10 +67,14 @@ def pairs(set_name: str, seed: int = 0):
         levin = levin_kernels()
         jobs = [(n, p, "levin", center_kernel(levin[i % 8])) for i, (n, p) in enumerate(heldout_photos())]
     else:
-        photos = heldout_photos() * 2 if set_name == "classes" else validation_photos() * 5
+        if set_name == "training":
+            rng = np.random.default_rng(seed + 1)
+            photos = training_photos()[:50]
+        else:
+            photos = heldout_photos() * 2 if set_name == "classes" else validation_photos() * 5
         jobs = []
         for i, (n, p) in enumerate(photos):
-            c = CLASSES[i % len(CLASSES)] if set_name == "classes" else CLASSES[(i // 6) % len(CLASSES)]
+            c = CLASSES[(i // 6) % len(CLASSES)] if set_name == "validation" else CLASSES[i % len(CLASSES)]
             jobs.append((n, p, c, class_kernel(c, rng)))
     for name, photo, cls, kernel in jobs:
         blurred = blur_photo(photo, kernel, 0.01, rng)
@@ -115,6 +122,8 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, te
         outs["true kernel"] = true(b)
         outs["blind"] = blind(b)
         last = blind.last
+        xb = b.astype(np.float32) / 255
+        lowpass = reblur_residual(xb, outs["blind"].astype(np.float32) / 255, last.kernel, lowpass=2.0) / max(last.noise_sigma, 1 / 255)
         outs["auto"] = auto(b)
         ok = auto.last.path
         row = {"set": set_name, "name": name, "class": cls, "estimate_s": last.seconds["estimate"],
@@ -122,6 +131,7 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, te
                "true_residual_ratio": true.last.residual_ratio, "auto_path": ok, "auto_reason": auto.last.reason,
                "tv_ratio": last.tv_ratio, "teacher_tv_ratio": tv_ratio(b.astype(np.float32) / 255, outs["teacher"].astype(np.float32) / 255),
                "noise_sigma": last.noise_sigma, "sharpness": auto.last.sharpness,
+               "kernel_extent": kernel_extent(last.kernel, 0.9), "candidates": last.candidates, "agreement": last.agreement, "lowpass_ratio": lowpass,
                "kernel_error_ratio": error_ratio(s, outs["blind"], outs["true kernel"]) if cls != "noise only" else None}
         for m, o in outs.items():
             row[m] = scores(s, o)

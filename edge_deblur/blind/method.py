@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import EdgeDeblurError
-from .kernel import KernelConfig, estimate_kernel_candidates, textured_window
+from .kernel import KernelConfig, estimate_kernel_candidates, kernel_similarity, textured_window
 from .restore import RestoreConfig, reblur_residual, restore_float
 
 _PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -69,6 +69,7 @@ class BlindResult:
     reason: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     candidates: int = 1  # kernels estimated (restarts), of which this one explained the input best
+    agreement: float | None = None  # the chosen kernel's mean similarity (Hu & Yang) to the other candidates
     sharpness: float | None = None  # auto: the denoised input's blur metric (None: not measurable)
 
 
@@ -179,8 +180,8 @@ class BlindDeblurrer:
         window of at most ``config.select_side`` pixels."""
         return self._estimate(x, noise_sigma, denoised)[0]
 
-    def _estimate(self, x: np.ndarray, noise_sigma: float, denoised: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray | None]:
-        """(kernel, number of candidates, the kernel's restoration of the whole of ``x`` when the
+    def _estimate(self, x: np.ndarray, noise_sigma: float, denoised: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """(kernel, every candidate, the kernel's restoration of the whole of ``x`` when the
         choice already made it, else None)."""
         cfg = self.config
         d = self.denoised(x, noise_sigma) if denoised is None else denoised
@@ -189,7 +190,7 @@ class BlindDeblurrer:
         except ValueError as e:
             raise EdgeDeblurError(str(e)) from e
         if len(candidates) == 1:
-            return candidates[0], 1, None
+            return candidates[0], candidates, None
         # A wrong kernel's restoration cannot explain the input as well as the right one's: on the
         # tuning and validation sets the smallest residual ratio picked the better candidate far
         # more often than the medoid or the L0 energy (docs/BENCHMARKS.md, "restarts").
@@ -201,7 +202,7 @@ class BlindDeblurrer:
             y = self.restore(crop, k, noise_sigma)
             scored.append((self.residual_ratio(crop, y, k, noise_sigma), k, y if whole else None))
         best = min(range(len(scored)), key=lambda i: scored[i][0])
-        return scored[best][1], len(candidates), scored[best][2]
+        return scored[best][1], candidates, scored[best][2]
 
     def restore(self, x: np.ndarray, kernel: np.ndarray, noise_sigma: float) -> np.ndarray:
         return restore_float(x, kernel, self.denoiser, noise_sigma, self.config.restore)
@@ -211,14 +212,17 @@ class BlindDeblurrer:
         seconds: dict[str, float] = {}
         t = time.perf_counter()
         sigma = self.noise_sigma(x) if sigma is None else sigma
-        kernel, count, y = (self.fixed_kernel, 1, None) if self.fixed_kernel is not None else self._estimate(x, sigma, denoised)
+        kernel, candidates, y = (self.fixed_kernel, [], None) if self.fixed_kernel is not None else self._estimate(x, sigma, denoised)
+        count = max(1, len(candidates))
+        others = [c for c in candidates if c is not kernel]
+        agreement = float(np.mean([kernel_similarity(kernel, c) for c in others])) if others else None
         seconds["estimate"] = time.perf_counter() - t
         t = time.perf_counter()
         if y is None:
             y = self.restore(x, kernel, sigma)
         seconds["restore"] = time.perf_counter() - t
         ratio = self.residual_ratio(x, y, kernel, sigma)
-        self.last = BlindResult("blind", kernel, sigma, ratio, tv_ratio(x, y), candidates=count,
+        self.last = BlindResult("blind", kernel, sigma, ratio, tv_ratio(x, y), candidates=count, agreement=agreement,
                                 reason=f"kernel: the best of {count} estimates (restarts)" if count > 1 else "", seconds=seconds)
         return y
 
