@@ -119,6 +119,19 @@ def _config_fields(text: str) -> dict:
     return fields
 
 
+def _engine_marker(text: str) -> str | None:
+    """The ``edge_deblur_engine`` parameter of a config.pbtxt, parsed as Triton parses it (its
+    ModelConfig protobuf) where tritonclient is installed, else by a pattern."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        found = re.search(r'key:\s*"edge_deblur_engine"\s*value:\s*\{\s*string_value:\s*"(\w+)"', text)
+        return found and found.group(1)
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return config.parameters["edge_deblur_engine"].string_value if "edge_deblur_engine" in config.parameters else None
+
+
 def test_export_triton_repository(tmp_path, photo):
     pytest.importorskip("onnx", reason="onnx is not installed")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -132,6 +145,7 @@ def test_export_triton_repository(tmp_path, photo):
     assert "dynamic_batching" in text and fields["max_queue_delay_microseconds"] == "1500"
     assert fields["max_queue_size"] == "7" and fields["timeout_action"] == "REJECT"
     assert "TYPE_UINT8" in text and f'"{OUTPUT}"' in text
+    assert _engine_marker(text) == "network"  # a board may send frames here (partition.offload.ServerModel)
 
     session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and session.get_outputs()[0].name == OUTPUT
@@ -212,6 +226,7 @@ def test_export_adds_the_split_and_kernel_models_and_their_model_py_runs(tmp_pat
         assert fields["max_queue_delay_microseconds"] == "0" and fields["max_queue_size"] == "5"
         assert fields["timeout_action"] == "REJECT" and fields["default_timeout_microseconds"] == "3000000"
         assert f'name: "{i_name}"' in text and f'name: "{o_name}"' in text
+        assert _engine_marker(text) == {"deblur": "auto", "split": "split", "kernel": "kernel"}[name]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _PbUtils)
 
     def load(name):

@@ -1199,3 +1199,71 @@ def test_bytes_per_frame_are_kept_per_frame_size(frames):
     assert planner.wire[("offload", full.shape)][0] == 460_000 and planner.wire[("offload", quarter.shape)][0] == 115_000
     planner.finish()
     assert "offload 460 kB/frame at 15.7 Mbit/s (200x200)" in planner.summary.link, planner.summary.link
+
+
+class _UsersDeblur(_SlowImageModel):
+    """A ``deblur`` a user wrote (a Python backend, a fast network: x + 1 at once), on a server
+    with no ``teacher``; ``engine`` is what its configuration's ``edge_deblur_engine`` says (None:
+    no marker)."""
+
+    name = "deblur"
+
+    def __init__(self, platform="python", engine=None):
+        super().__init__()
+        self.platform = platform
+        if engine is not None:
+            self.engine = engine
+        self.gate.set()
+
+
+@pytest.mark.parametrize("platform, engine, remote", [
+    ("python", "network", True),  # the marker says network: frames go to it, whatever the backend
+    ("edge-deblur_litert", "auto", False),  # the marker says auto: stills only, whatever the backend
+    ("python", None, False),  # unmarked Python backend: taken for the auto engine, as before the marker
+    ("onnxruntime", None, True),  # unmarked graph backend: a network, as before the marker
+])
+def test_the_deblur_models_engine_marker_decides_whether_frames_go_to_it(frames, caplog, platform, engine, remote):
+    """No ``teacher``: the board decides on the server's ``deblur`` by the ``edge_deblur_engine``
+    marker of its configuration (``GET /v2/models/deblur/config``), read once for the session; an
+    unmarked one by its platform (the safer default: see ``ServerModel.not_found``)."""
+    import logging
+
+    registry = ModelRegistry()
+    registry.add(_UsersDeblur(platform, engine))
+    caplog.set_level(logging.WARNING, logger="edge_deblur.partition.offload")
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1), registry=registry) as s:
+        url = f"http://{s.http_url}"
+        said = V2Client(url).config("deblur")
+        assert said["parameters"] == ({"edge_deblur_engine": {"string_value": engine}} if engine else {}), said
+        offload = Offload(OffloadConfig(url, deadline_s=20), local=lambda f: f.copy())
+        outs = [offload(f) for f in frames]
+        offload.close()
+        served = _success(s, "deblur")
+    if remote:
+        assert served == len(frames) and offload.summary.offloaded == len(frames), str(offload.summary)
+        assert all(np.array_equal(o, f + 1) for o, f in zip(outs, frames))
+    else:
+        assert served == 0 and offload.summary.local == len(frames), str(offload.summary)
+        assert all(np.array_equal(o, f) for o, f in zip(outs, frames))
+        assert "auto engine" in str(offload.summary)
+    assert len([r for r in caplog.records if "'deblur'" in r.getMessage()]) == 1  # decided once, logged once
+
+
+def test_serve_reports_each_models_engine_in_its_configuration(teacher):
+    """``edge-deblur serve``'s ``GET /v2/models/{m}/config`` carries the marker ``export triton``
+    writes into config.pbtxt: ``network`` for the network, ``split`` for the split middle; the V2
+    metadata is left as the protocol has it."""
+    from edge_deblur.serve.registry import DeblurModel, SplitModel
+
+    registry = ModelRegistry()
+    registry.add(DeblurModel("teacher", threads=1, name="teacher"))
+    registry.add(SplitModel(threads=1))
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1), registry=registry) as s:
+        client = V2Client(f"http://{s.http_url}")
+        for name, engine in {"teacher": "network", "split": "split"}.items():
+            config = client.config(name)
+            assert config["name"] == name and config["parameters"] == {"edge_deblur_engine": {"string_value": engine}}
+            assert "parameters" not in client.metadata(name)
+        with pytest.raises(Exception, match="404"):
+            client.config("nothing")
+        client.close()

@@ -144,7 +144,16 @@ class V2Client:
 
     def metadata(self, model: str, timeout: float = 2.0) -> dict:
         """``GET /v2/models/{model}``: the model's metadata (name, platform, inputs, outputs)."""
-        response, data = self._request("GET", f"/v2/models/{model}", None, {}, timeout)
+        return self._get_json(f"/v2/models/{model}", timeout)
+
+    def config(self, model: str, timeout: float = 2.0) -> dict:
+        """``GET /v2/models/{model}/config``: the model's configuration (Triton's endpoint, beside
+        V2; ``edge-deblur serve`` answers it too), as JSON: its ``parameters`` carry the
+        ``edge_deblur_engine`` marker where the model has one."""
+        return self._get_json(f"/v2/models/{model}/config", timeout)
+
+    def _get_json(self, path: str, timeout: float) -> dict:
+        response, data = self._request("GET", path, None, {}, timeout)
         if response.status != 200:
             try:
                 message = json.loads(data)["error"]

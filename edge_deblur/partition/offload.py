@@ -10,9 +10,13 @@ frame. :class:`OffloadSummary` counts frames per path and fallbacks per reason.
 
 A server from before the network was served as ``teacher`` (``edge-deblur serve`` and ``export
 triton`` until issue 13's auto ``deblur``) served it as ``deblur``, and answers ``teacher`` with 404
-(no such model): the board then calls ``deblur`` instead, once its metadata shows a network there
-(not the auto engine, seconds a frame), for the rest of the session (:class:`ServerModel`, logged
-once); the frame that found out is served too.
+(no such model): the board then calls ``deblur`` instead, once it shows a network there (not the
+auto engine, seconds a frame), for the rest of the session (:class:`ServerModel`, logged once); the
+frame that found out is served too. What decides is the ``edge_deblur_engine`` marker of the
+model's configuration (``GET /v2/models/deblur/config``: ``export triton`` writes it into
+config.pbtxt, ``edge-deblur serve`` reports it): ``network`` is used, ``auto`` is not, whatever the
+backend; an unmarked one is judged by its platform, as before the marker (a Python backend is taken
+for the auto engine: the safer error, see ``not_found``).
 
 The frame goes up as raw 8-bit RGB in the V2 binary tensor extension, or encoded
 (``OffloadConfig.encoding``: ``png`` lossless, ``jpeg:Q``/``webp:Q`` lossy, see ``encoding``), the
@@ -57,6 +61,9 @@ class OffloadConfig:
 LEGACY_NAMES = {"teacher": "deblur"}
 # platforms of an auto-engine ``deblur`` (edge-deblur serve's, an exported Triton Python backend's): seconds a frame
 AUTO_PLATFORMS = ("edge-deblur_python", "python")
+# the model configuration's parameter saying what runs a model (edge_deblur.serve.registry.ENGINE_KEY,
+# written by `export triton` into each config.pbtxt): "network" may take frames, "auto" (or any other) not
+ENGINE_KEY = "edge_deblur_engine"
 
 
 class ServerModel:
@@ -94,17 +101,40 @@ class ServerModel:
             except RemoteError as e:
                 self.missing = f"the server has no '{tried}' and no '{self.legacy}' (HTTP {e.status})"
             else:
-                if platform in AUTO_PLATFORMS:
-                    self.missing = (f"the server has no '{tried}', and its '{self.legacy}' is the auto engine "
-                                    f"(seconds a frame)")
+                engine = self._engine(client, timeout)
+                # Unmarked (a server or repository from before the marker, or one a user wrote): the
+                # platform decides, as before the marker: a Python backend's `deblur` is taken for the
+                # auto engine and the frames stay on the board. That is the safer error: a fast network
+                # taken for the auto engine costs the offload's speed-up (the board does its frames,
+                # as with no server); the auto engine taken for a network would cost every frame a
+                # deadline miss (seconds a frame on the server) before the board does it anyway.
+                auto = engine not in (None, "network") or (engine is None and platform in AUTO_PLATFORMS)
+                if auto:
+                    said = f"says it is '{engine}'" if engine not in (None, "auto") else "is the auto engine"
+                    self.missing = f"the server has no '{tried}', and its '{self.legacy}' {said} (seconds a frame)"
                 else:
                     self.name = self.legacy
+                    platform = f"{platform or 'platform not said'}, {ENGINE_KEY} {engine or 'not said'}"
             if self.missing:
                 log.warning("%s: %s: frames stay on the board", self.url, self.missing)
                 return None
             log.warning("%s: no model '%s' (a server from before it): calling '%s' (%s) instead for this session",
-                        self.url, tried, self.legacy, platform or "platform not said")
+                        self.url, tried, self.legacy, platform)
             return self.name
+
+    def _engine(self, client: V2Client, timeout: float) -> str | None:
+        """What the legacy model says runs it: the ``edge_deblur_engine`` parameter of its
+        configuration (``GET /v2/models/{m}/config``: ``export triton``'s config.pbtxt marker, or
+        ``edge-deblur serve``'s), or None where it has none or the server answers no configuration
+        (an ``edge-deblur serve`` from before it: 404). Read once: ``not_found`` decides once."""
+        try:
+            config = client.config(self.legacy, timeout)
+        except RemoteError:
+            return None
+        value = (config.get("parameters") or {}).get(ENGINE_KEY) if isinstance(config, dict) else None
+        if isinstance(value, dict):  # Triton's JSON of a ModelParameter: {"string_value": "auto"}
+            value = value.get("string_value")
+        return value.strip().lower() if isinstance(value, str) and value.strip() else None
 
     def infer(self, client: V2Client, input_name: str, payload: np.ndarray, timeout: float, parameters: dict | None):
         """``client.infer`` on the server's name for the model, the legacy one after a 404."""

@@ -52,6 +52,7 @@ import numpy as np
 from ..errors import EdgeDeblurError
 from ..images import AtomicFile
 from ..model import read_sidecar, resolve_model
+from .registry import ENGINE_KEY
 
 OUTPUT = "deblurred"
 
@@ -66,6 +67,18 @@ class TritonExport:
     queue_timeout_us: int = 5_000_000
     instances: int = 1
     extra: tuple[str, ...] = ("deblur", "split", "kernel")  # Python-backend models beside it (PYTHON_MODELS)
+
+
+# the marker each config.pbtxt carries (parameters { key: "edge_deblur_engine" ... }), which
+# ``edge-deblur serve`` reports as well (GET /v2/models/{m}/config): what runs there, so that a board
+# tells the auto engine (seconds a frame, stills) from a network (frames) by what the model says it
+# is, not by its name or backend (``partition.offload.ServerModel``)
+ENGINES = {"deblur": "auto", "split": "split", "kernel": "kernel"}  # the network's own: "network"
+
+
+def engine_parameter(engine: str) -> str:
+    """The config.pbtxt lines of the engine marker."""
+    return f'parameters {{\n  key: "{ENGINE_KEY}"\n  value: {{ string_value: "{engine}" }}\n}}\n'
 
 
 # name -> (input, datatype, dims without the batch dimension, output, datatype, dims)
@@ -182,7 +195,7 @@ input [
 output [
   {{ name: "{o_name}", data_type: {o_type}, dims: {o_dims} }}
 ]
-""" + _batching_and_instances(spec, 0)
+""" + engine_parameter(ENGINES[name]) + _batching_and_instances(spec, 0)
 
 
 def _onnx_path(model: str) -> Path:
@@ -256,7 +269,7 @@ input [
 output [
   {{ name: "{OUTPUT}", data_type: TYPE_UINT8, dims: [ -1, -1, 3 ] }}
 ]
-""" + _batching_and_instances(spec, spec.queue_delay_us)
+""" + engine_parameter("network") + _batching_and_instances(spec, spec.queue_delay_us)
 
 
 def export_triton(directory: str | Path, spec: TritonExport = TritonExport()) -> Path:

@@ -115,6 +115,13 @@ def create_app(engine: Engine) -> FastAPI:
         guard(request)
         return engine.registry.metadata(model, version)
 
+    @app.get("/v2/models/{model}/config")
+    @app.get("/v2/models/{model}/versions/{version}/config")
+    async def model_config(request: Request, model: str, version: str | None = None):
+        """Triton's model configuration endpoint (beside V2, not in it): the engine marker."""
+        guard(request)
+        return engine.registry.config(model, version)
+
     @app.post("/v2/models/{model}/infer")
     @app.post("/v2/models/{model}/versions/{version}/infer")
     async def infer(request: Request, model: str, version: str | None = None):

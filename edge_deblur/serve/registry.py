@@ -16,6 +16,12 @@ holds them by name. ``default_registry`` registers what this installation can se
 A model's ``predict`` may answer an :class:`Outputs` (a dict of arrays with ``parameters``): the
 transports send those as the V2 response's ``parameters`` (``deblur`` says the ``path`` each
 image took: blind, network or input), and the engine counts a ``path`` in the metrics.
+
+A model may say what runs it (``engine``: ``network``, ``auto``, ``split``, ``kernel``): the
+registry's :meth:`ModelRegistry.config` (``GET /v2/models/{m}/config``, Triton's model
+configuration endpoint, not part of the V2 protocol) reports it as the parameter
+``edge_deblur_engine``, the marker ``edge-deblur export triton`` writes into each config.pbtxt,
+so a board tells the auto engine from a network by what the model says, not by its name.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import numpy as np
 
 from ..model import Deblurrer, resolve_model
 from .protocol import DATATYPES, ProtocolError, datatype_of
+
+ENGINE_KEY = "edge_deblur_engine"  # the model configuration's parameter saying what runs the model
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class DeblurModel:
     section). Frames of any size are tiled by :class:`edge_deblur.model.Deblurrer`."""
 
     platform = "edge-deblur_litert"
+    engine = "network"
 
     def __init__(self, model: str | os.PathLike = "teacher", instances: int = 1, threads: int | None = None,
                  name: str = "deblur", version: str = "1", max_pixels: int = 12_000_000):
@@ -173,6 +182,7 @@ class AutoDeblurModel(DeblurModel):
     ``candidates`` (kernels estimated). Seconds per frame: for stills, not streams (``teacher``)."""
 
     platform = "edge-deblur_python"
+    engine = "auto"
 
     def _platform(self) -> str:
         return "edge-deblur_python"
@@ -207,6 +217,7 @@ class KernelModel:
     keyframe's kernel within its deadline (1 s by default)."""
 
     platform = "edge-deblur_python"
+    engine = "kernel"
     max_pixels = 1024 * 1024  # a keyframe crop; estimation time grows with it (seconds at 640x480)
 
     def __init__(self, estimate_kernel, name: str = "kernel", version: str = "1", selector: _Pool | None = None):
@@ -264,6 +275,7 @@ class SplitModel:
     The students served are cut on first use and kept, one interpreter per worker."""
 
     platform = "edge-deblur_litert"
+    engine = "split"
     max_pixels = 12_000_000  # of the frame the features stand for (and so of packed bytes, which are fewer)
 
     def __init__(self, students=("student-rpi5", "student-rpi4"), instances: int = 1, threads: int | None = None,
@@ -385,6 +397,15 @@ class ModelRegistry:
         model = self.get(name, version)
         return {"name": model.name, "versions": [model.version], "platform": model.platform,
                 "inputs": [s.metadata() for s in model.inputs], "outputs": [s.metadata() for s in model.outputs]}
+
+    def config(self, name: str, version: str | None = None) -> dict:
+        """The model's configuration as Triton's ``GET /v2/models/{m}/config`` words it (JSON of its
+        ModelConfig): name, platform, and ``parameters`` with the ``edge_deblur_engine`` marker
+        where the model says its engine (``{"edge_deblur_engine": {"string_value": "auto"}}``)."""
+        model = self.get(name, version)
+        engine = getattr(model, "engine", None)
+        return {"name": model.name, "platform": model.platform,
+                "parameters": {ENGINE_KEY: {"string_value": engine}} if engine else {}}
 
 
 AUTO = "auto"  # what ``deblur`` runs by default: the blind engine with the network as its fallback
