@@ -1267,3 +1267,48 @@ def test_serve_reports_each_models_engine_in_its_configuration(teacher):
         with pytest.raises(Exception, match="404"):
             client.config("nothing")
         client.close()
+
+
+def test_the_round_trip_is_re_measured_while_every_frame_goes_remote(frames):
+    """Frames back to back, every one offloaded: the link monitor's round-trip ping, started between
+    two frames, used to be dropped each time (the next frame's transfer began during it), so the
+    round trip the planner prices remote modes with stayed what it was before the stream. Now a
+    remote frame waits for a ping in flight (at most one round trip, once per ``ping_every_s``),
+    and the ping, on a quiet link, is kept: the round trip follows the link."""
+    from edge_deblur.partition.planner import LinkMonitor, Planner, PlannerConfig
+
+    class Response:
+        status = 200
+
+    class Client:  # GET /v2/health/ready over a link of `rtt` seconds
+        rtt = 0.02
+
+        def _request(self, method, path, body, headers, timeout):
+            time.sleep(self.rtt)
+            return Response(), b""
+
+        def close(self):
+            pass
+
+    client, clock = Client(), _Clock()
+    link = LinkMonitor("http://unused", client=client)
+    link.sized_ping = None  # the round trip alone here
+    link.ping()
+    assert link.rtt == pytest.approx(0.02, abs=0.015) and link.pings == 1
+
+    def mode(seconds, real_s=0.0):
+        def run(frame):
+            time.sleep(real_s)  # a remote frame's transfer takes time: a ping begun with it overlaps it
+            clock.now += seconds
+            return frame
+        return run
+
+    planner = Planner({"local": mode(1.0), "offload": mode(0.1, 0.05)},
+                      PlannerConfig(reprobe_every=10**6, ping_every_s=0.0), clock=clock, link=link)
+    client.rtt = 0.12  # the link's round trip grows during the stream
+    for f in frames * 3:
+        planner(f)
+    planner.finish()
+    assert planner.summary.frames["offload"] >= len(frames) * 3 - 2, str(planner.summary)
+    assert link.pings >= 4, (link.pings, link.dropped)
+    assert link.rtt > 0.08, f"round trip still {1000 * link.rtt:.0f} ms after {link.pings} pings, {link.dropped} dropped"

@@ -17,7 +17,11 @@ moved a large answer, the throughput is learned from the real transfers instead:
 after its first 16 kB over the time it took to arrive (``V2Client.timed_bytes``), which has no round
 trip and no server compute in it, as a moving average (``LinkMonitor.observe_transfer``). A lower
 bound still takes the higher of that and the sized pings' figure, so it never blocks a probe that
-the sized pings would let through.
+the sized pings would let through. A ping that overlaps a transfer measures it and is dropped, so a
+due ping starts between frames (after one, and before the next), and a remote frame waits for the
+ping in flight (at most one round trip, once per ``ping_every_s``): while every frame goes to the
+server the round trip is still re-measured (the time to a response's first bytes is not used for
+it: it holds the upload and the server's compute).
 Each measured frame of a mode (a frame it did, or a background probe) updates its ``fixed`` part
 (``seconds - round trip - bytes / throughput`` at that moment), and its bytes per frame, as moving
 averages per frame size (a mode's cost depends on the pixels; Neurosurgeon fits regressions
@@ -389,6 +393,7 @@ class Planner:
         self._ping: threading.Thread | None = None
         self._last_ping = -float("inf")
         self._pings_started = 0
+        self._ping_measured: threading.Event | None = None  # set when the ping in flight has its round trip
         self._remote_frames = 0  # frames sent to a remote mode so far (a probe beside one is not kept)
         self._busy = 0  # transfers in flight (a remote frame, a probe): the link monitor does not ping over them
         self._generation = 0
@@ -746,10 +751,14 @@ class Planner:
         if nbytes > 0 and seconds > 0:
             observe(nbytes, seconds)
 
-    def _pings(self) -> None:
-        """A round-trip ping, then a sized one while there is no throughput figure yet (at once: the
-        first probes wait for it) and after every ``sized_ping_every``-th ping."""
-        self.link.ping()
+    def _pings(self, measured: threading.Event) -> None:
+        """A round-trip ping (``measured`` set once it is done), then a sized one while there is no
+        throughput figure yet (at once: the first probes wait for it) and after every
+        ``sized_ping_every``-th ping."""
+        try:
+            self.link.ping()
+        finally:
+            measured.set()
         sized = getattr(self.link, "sized_ping", None)
         if sized is not None and (getattr(self.link, "throughput", None) is None and getattr(self.link, "sized_failed", None) is None
                                   or self._pings_started % max(1, self.config.sized_ping_every) == 0):
@@ -763,8 +772,24 @@ class Planner:
             return  # (a ping queued behind a transfer would measure the transfer)
         self._last_ping = now
         self._pings_started += 1
-        self._ping = threading.Thread(target=self._pings, name="edge-deblur-ping", daemon=True)
+        self._ping_measured = threading.Event()
+        self._ping = threading.Thread(target=self._pings, args=(self._ping_measured,), name="edge-deblur-ping",
+                                      daemon=True)
         self._ping.start()
+
+    def _await_ping(self) -> None:
+        """Before a remote frame: the round-trip ping in flight (begun after the last frame, or at
+        this one's start) is waited for, at most the link monitor's timeout. A ping overlapped by a
+        transfer is dropped (it measured the transfer), so while every frame goes to the server
+        back to back, each ping used to be dropped by the next frame and the round trip was never
+        re-measured; this costs a remote frame at most one round trip once per ``ping_every_s``
+        (nothing where the caller leaves a gap between frames: the ping is done by then). The
+        sized ping after it still gives way to frames (their own transfers measure the throughput)."""
+        measured = self._ping_measured
+        if measured is None or measured.is_set() or self._ping is None or not self._ping.is_alive():
+            return
+        if not measured.wait(float(getattr(self.link, "timeout_s", 2.0))):
+            log.debug("round-trip ping not answered within the link monitor's timeout: the frame goes on")
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         shape = tuple(np.shape(frame))
@@ -786,6 +811,8 @@ class Planner:
         timed_before = _timed(method)
         fallbacks_before = _fallbacks(method)
         remote = mode != "local"
+        if remote:
+            self._await_ping()
         probing = self._probe is not None and self._probe.is_alive()
         if remote:
             with self._lock:
@@ -827,6 +854,7 @@ class Planner:
             self.summary.frames[mode] += 1
             self.summary.reasons[(mode, reason.split(" (")[0].split(",")[0])] += 1
         log.debug("frame %d: %s (%s), %.1f ms", self._frame, mode, reason, 1000 * seconds)
+        self._maybe_ping()  # between frames, when due: the gap before the next one is a quiet link
         return result
 
     def close(self, timeout_s: float = 30.0) -> None:
