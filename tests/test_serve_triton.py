@@ -149,6 +149,21 @@ def _served(triton, name):
     assert meta["platform"] == "python", meta  # Triton's Python backend runs the exported model.py
 
 
+def test_tritons_deblur_says_it_is_the_auto_engine_in_its_configuration(triton):
+    """Triton's ``GET /v2/models/deblur/config`` carries the ``edge_deblur_engine`` marker the
+    export wrote into config.pbtxt, in the form the board reads (``ServerModel``: ``auto``, so no
+    stream is sent there whatever the name)."""
+    from edge_deblur.partition import V2Client
+    from edge_deblur.partition.offload import ServerModel
+
+    _served(triton, "deblur")
+    client = V2Client(f"http://{triton['http']}")
+    config = client.config("deblur")
+    assert config["parameters"]["edge_deblur_engine"] == {"string_value": "auto"}, config
+    assert ServerModel("teacher", "triton")._engine(client, 30) == "auto"
+    client.close()
+
+
 def test_split_mode_through_a_real_triton(triton, photo):
     """The board's split mode against the exported ``split`` model (Triton's dynamic batcher with a
     batch of one, its queue policy): the student's result to the bit, every middle on the server."""
