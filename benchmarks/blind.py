@@ -248,7 +248,7 @@ def main(argv=None):
     ap.add_argument("--pictures", type=Path, default=None, help="write input/kernel/result pictures here")
     ap.add_argument("--json", type=Path, default=None, help="also write every per-image row here")
     ap.add_argument("--choose-limits", type=Path, default=None, metavar="JSON",
-                    help="choose auto's limits from the rows of a --sets validation --json run, and stop")
+                    help="choose auto's limits from the rows of a --sets validation (or training) --json run, and stop")
     ap.add_argument("--rescore", type=Path, default=None, metavar="JSON",
                     help="print the tables of a --json run again, auto's column made with --limits, and stop")
     ap.add_argument("--limits", type=float, nargs=2, default=None, metavar=("RESIDUAL", "TV"),
@@ -257,7 +257,7 @@ def main(argv=None):
                     help="with --rescore: auto's sharp and near-sharp gates (default: the shipped ones)")
     args = ap.parse_args(argv)
     if args.choose_limits:
-        print(choose_limits([r for r in json.loads(args.choose_limits.read_text()) if r["set"] == "validation"])[1])
+        print(choose_limits([r for r in json.loads(args.choose_limits.read_text()) if r["set"] in ("validation", "training")])[1])
         return
     if args.rescore:
         report(rescore(json.loads(args.rescore.read_text()), gate(args)))
