@@ -123,7 +123,7 @@ def run_set(set_name: str, blind: BlindDeblurrer, true: BlindDeblurrer, auto, te
         outs["blind"] = blind(b)
         last = blind.last
         xb = b.astype(np.float32) / 255
-        lowpass = reblur_residual(xb, outs["blind"].astype(np.float32) / 255, last.kernel, lowpass=2.0) / max(last.noise_sigma, 1 / 255)
+        lowpass = reblur_residual(xb, outs["blind"].astype(np.float32) / 255, last.kernel, lowpass=2.0) / max(last.noise_sigma, blind.config.residual_floor)
         outs["auto"] = auto(b)
         ok = auto.last.path
         row = {"set": set_name, "name": name, "class": cls, "estimate_s": last.seconds["estimate"],
