@@ -2,7 +2,8 @@
 
 The card (a JSON-able dict, see ``converters`` and DESIGN.md) becomes three files in one folder:
 
-* ``report.md``: the verdict, quality, model, latency, steps and checks as Markdown;
+* ``report.md``: the verdict, quality, model, output grid (when the card records one), latency, steps
+  and checks as Markdown;
 * ``report.html``: the same content, self-contained (inline CSS, the plot inlined as SVG);
 * ``quality_latency.svg``: PSNR against expected latency on the target, with the latency budget.
 
@@ -581,6 +582,67 @@ def _by_class(card: dict) -> list[_Block]:
             *([_Items([("note", n) for n in summary["teacher_harms"]])] if summary.get("teacher_harms") else [])]
 
 
+def _scale(value: float | None) -> str:
+    """A quantization scale, with its 1/n form when it is one (1/255: the input's 8-bit grid)."""
+    if not _finite(value) or value <= 0:
+        return _DASH
+    n = round(1.0 / value)
+    return f"{value:.8f}" + (f" (1/{n})" if abs(value * n - 1.0) < 1e-6 else "")
+
+
+def _output_grid(card: dict) -> list[_Block]:
+    """The INT8 output put on the input's grid (``converters/output_grid.py``): what was changed, the
+    output quantization and file before and after, the card's figures against the pre-rewrite file's,
+    and how far the outputs moved. Cards that record no such rewrite have no section (``_document``)."""
+    grid = card.get("output_grid")
+    if not isinstance(grid, dict):
+        return [_Para("The INT8 output was put on the input's 8-bit grid during conversion (config "
+                      "output_grid), before validation: every figure in this report is the shipped file's.")]
+    pre = grid.get("pre_rewrite") or {}
+    now_q, pre_q = grid.get("output_quantization") or {}, pre.get("output_quantization") or {}
+    int8 = (card.get("files") or {}).get("int8_tflite") or {}
+    text = str(grid.get("what", "The INT8 output's quantization was rewritten after conversion.")).rstrip(".") + "."
+    if grid.get("tool") or grid.get("applied"):
+        text += f" Applied {grid.get('applied', _DASH)} with {grid.get('tool', _DASH)}."
+    if pre.get("note"):
+        text += f" Before: {pre['note']}"
+        text += "." if not str(pre["note"]).endswith(".") else ""
+    if _finite(pre.get("bytes_changed_by_the_rewrite")):
+        text += f" Bytes changed by the rewrite: {pre['bytes_changed_by_the_rewrite']}."
+    sha = lambda entry: str(entry.get("sha256", ""))[:16] or _DASH
+    _count = lambda n: f"{n:,}" if _finite(n) else _DASH
+    _gain = lambda db: f"{db:+.3f}" if _finite(db) else _DASH
+    rows = [
+        ["output scale", _scale(pre_q.get("scale")), _scale(now_q.get("scale"))],
+        ["output zero point", _plain(pre_q.get("zero_point", _DASH)), _plain(now_q.get("zero_point", _DASH))],
+        ["INT8 file size (bytes)", _count(pre.get("bytes")), _count(int8.get("bytes"))],
+        ["INT8 file sha256 (first 16)", sha(pre), sha(int8)],
+    ]
+    figures = grid.get("pre_rewrite_figures") or {}
+    if figures:
+        quality = card.get("quality") or {}
+        int8_row = next((r for r in quality.get("rows") or [] if r.get("method") == "student (INT8)"), {})
+        rows += [
+            ["PSNR, student (INT8) (dB)", _num(figures.get("psnr"), 3), _num(int8_row.get("psnr"), 3)],
+            ["SSIM, student (INT8)", _num(figures.get("ssim"), 4), _num(int8_row.get("ssim"), 4)],
+            ["PSNR vs teacher (dB)", _num(figures.get("psnr_vs_teacher"), 3), _num(int8_row.get("psnr_vs_teacher"), 3)],
+            ["student gain (dB)", _gain(figures.get("student_gain_db")), _gain(quality.get("student_gain_db"))],
+            ["gain kept", _percent(figures.get("gain_kept"), 1), _percent(quality.get("gain_kept"), 1)],
+        ]
+    blocks: list[_Block] = [_Para(text), _Table(["", "before the rewrite", "shipped"], rows, [False, True, True])]
+    shift, notes = grid.get("shift_vs_pre_rewrite") or {}, []
+    if shift:
+        levels = shift.get("max_abs_diff_levels", _DASH)
+        notes.append(("shift:", f"against the pre-rewrite file's outputs on {shift.get('on', _DASH)}, at most "
+                                f"{_plain(levels)} {'level' if levels == 1 else 'levels'} apart, "
+                                f"{_percent(shift.get('values_differing'), 1)} of values differ"))
+    if grid.get("remeasured"):
+        notes.append(("re-measured:", str(grid["remeasured"])))
+    if grid.get("measured_on_pre_rewrite"):
+        notes.append(("kept from the pre-rewrite file:", str(grid["measured_on_pre_rewrite"])))
+    return blocks + ([_Items(notes)] if notes else [])
+
+
 def _model(card: dict) -> list[_Block]:
     """The student before and after pruning, and the files written."""
     student, base = card["student"], card["student"]["base"]
@@ -690,6 +752,8 @@ def _document(card: dict, svg: str) -> tuple[str, list[_Section]]:
         ("Quality", _quality(card, svg)),
         ("Quality by blur class", _by_class(card)),
         ("Model", _model(card)),
+        *([("Output grid", _output_grid(card))]
+          if isinstance(card.get("output_grid"), dict) or (card.get("config") or {}).get("output_grid") is True else []),
         ("Latency", _latency(card)),
         ("Steps", _steps(card)),
         ("Checks", _checks(card)),

@@ -313,3 +313,39 @@ def test_latency_within_noise_is_said_so(card):
 def test_a_card_without_validation_by_class_says_so(card):
     """Cards made before issue 14 have no quality.by_class: the report says so instead of failing."""
     assert "No validation by blur class in this card" in report_markdown(card)
+
+
+def test_the_output_grid_rewrite_is_rendered(card):
+    """The shipped cards record their output put on the input's grid after conversion (card section
+    ``output_grid``, converters/output_grid.py): the report shows what changed, the quantization and
+    file before and after, the figures before against the card's, and how far outputs moved."""
+    import json
+
+    from edge_deblur.model import MODELS_DIR
+
+    shipped = json.loads((MODELS_DIR / "student-rpi5.card.json").read_text())
+    md = report_markdown(shipped)
+    section = md[md.index("## Output grid"):md.index("## Latency")]
+    assert shipped["output_grid"]["what"] in section and "Bytes changed by the rewrite: 4." in section
+    assert "| output scale | 0.00503116 | 0.00392157 (1/255) |" in section
+    assert "| output zero point | -81 | -128 |" in section
+    assert "| INT8 file size (bytes) | 306,760 | 306,760 |" in section
+    assert "| INT8 file sha256 (first 16) | 9e0b2555ce36ef5d | 78345797774e4bd6 |" in section
+    assert "| PSNR, student (INT8) (dB) | 22.621 | 22.623 |" in section
+    assert "| gain kept | 92.0% | 92.3% |" in section
+    assert "at most 1 level apart, 31.7% of values differ" in section
+    page = report_html(shipped)
+    checker = _TagBalance()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    assert "<h2>Output grid</h2>" in page and "0.00392157 (1/255)" in page
+
+    # A card from before the option has no such section; a fresh conversion with it says so in a line;
+    # a section with only its description still renders.
+    assert "Output grid" not in report_markdown(card)
+    card["config"]["output_grid"] = True
+    assert "put on the input's 8-bit grid during conversion" in report_markdown(card)
+    card["output_grid"] = {"what": "Re-quantized."}
+    md = report_markdown(card)
+    assert "Re-quantized." in md and "| output scale | — | — |" in md
