@@ -7,7 +7,8 @@ attributes the teacher's error ``teacher(x) - sharp`` to its possible causes:
 - borders (PSNR over the interior only), a global bias or colour shift (per-channel mean removed),
   a gain error (per-channel affine fit), clipping (share of outputs outside [0, 1]);
 - frequency: the error low-passed (Gaussian sigma 2) against the rest, and the teacher's transfer
-  gain ``Re(O S*) / |S|^2`` per radial frequency band (1 = leaves that band alone, > 1 sharpens);
+  gain ``Re(O S*) / |S|^2`` per radial frequency band (1 = leaves that band alone, > 1 sharpens),
+  the default student's too;
 - pre/post-processing: the uint8 ``Deblurrer`` call against the float one, the TFLite file against
   the Keras weights it was exported from (``--keras``; needs TensorFlow), RGB against BGR, sRGB
   against linear-light input, the whole photo (more context) against the crop;
@@ -124,7 +125,7 @@ def main() -> int:
         keras_teacher.load_weights(MODELS_DIR / "teacher.weights.h5")
 
     rng = np.random.default_rng(14)
-    attrib, process, assume, gains = [], [], [], []
+    attrib, process, assume, gains, student_gains = [], [], [], [], []
     for name, photo, (y, x) in crops(args.photos):
         noisy_full = u8(photo / np.float32(255) + SIGMA * rng.standard_normal(photo.shape, dtype=np.float32))
         sl = np.s_[y : y + CROP, x : x + CROP]
@@ -147,6 +148,7 @@ def main() -> int:
             k = np.asarray(keras_teacher(n[None]))[0]
             row += [db(k - s), db(k - o)]
         st = student(noisy8).astype(np.float32) / 255
+        student_gains.append(transfer(st, s))
         row += [db(st - s), db(st - out8.astype(np.float32) / 255)]
         process.append(row)
         arow = [name]
@@ -164,8 +166,9 @@ def main() -> int:
     mean = lambda rows, i: float(np.mean([r[i] for r in rows]))
     print("| mean | " + " | ".join(f"{mean(attrib, i):.2f}" for i in range(1, 10)) + " |\n")
     g = np.mean(gains, 0)
-    print("Teacher transfer gain Re(O S*)/|S|^2 per radial band (cycles/px), mean of the crops:\n")
-    print(table(["band"] + [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(BANDS, BANDS[1:])], [["gain"] + [float(v) for v in g]]))
+    print("Transfer gain Re(O S*)/|S|^2 per radial band (cycles/px), mean of the crops:\n")
+    print(table(["band"] + [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(BANDS, BANDS[1:])],
+                [["teacher"] + [float(v) for v in g], [args.student] + [float(v) for v in np.mean(student_gains, 0)]]))
     print("\nPre/post-processing alternatives (PSNR against the sharp crop):\n")
     head = ["photo", "teacher (RGB, sRGB, crop)", "BGR fed", "linear light fed", "whole photo, then crop"]
     if keras_teacher is not None:
