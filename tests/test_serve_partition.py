@@ -1249,6 +1249,57 @@ def test_the_deblur_models_engine_marker_decides_whether_frames_go_to_it(frames,
     assert len([r for r in caplog.records if "'deblur'" in r.getMessage()]) == 1  # decided once, logged once
 
 
+@pytest.mark.parametrize("platform, engine, deadline", [
+    ("python", "network", 1.0),  # marked network: a frame's deadline, whatever the backend
+    ("edge-deblur_litert", "auto", 300.0),  # marked auto: a still's, whatever the backend
+    ("python", None, 300.0),  # unmarked Python backend: taken for the auto engine
+    ("onnxruntime", None, 1.0),  # unmarked graph backend: a network
+])
+def test_the_deblur_deadline_follows_what_runs_the_servers_deblur(frames, monkeypatch, platform, engine, deadline):
+    """``server_model="deblur"`` without a deadline: how long the board waits for an answer is decided
+    by what the server's ``deblur`` is (its ``edge_deblur_engine`` marker, else its platform: the
+    rule that decides whether frames go to it), not by its name: a network gets the frame deadline
+    (1 s), the auto engine the still one (300 s). A network marked so that does not answer (held
+    10 s here) costs a frame 1 s, not the 10, and the board does it. A deadline given is kept; the
+    marker is read once for the session."""
+    from edge_deblur.partition import partitioned_method
+    from edge_deblur.partition.offload import FRAME_DEADLINE_S, STILL_DEADLINE_S
+
+    assert (FRAME_DEADLINE_S, STILL_DEADLINE_S) == (1.0, 300.0)
+    read, config = [], V2Client.config
+    monkeypatch.setattr(V2Client, "config",
+                        lambda self, name, timeout=2.0: read.append(name) or config(self, name, timeout))
+    model = _UsersDeblur(platform, engine)
+    model.gate.clear()  # the server holds every answer (10 s) unless the test lets it go
+    registry = ModelRegistry()
+    registry.add(model)
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1, limits=Limits(rate=0)), registry=registry) as s:
+        url = f"http://{s.http_url}"
+        still = partitioned_method(lambda f: f.copy(), url, mode="offload", server_model="deblur")
+        assert still.offload.config.deadline_s == deadline, (platform, engine)
+        judged = engine or ("auto" if platform == "python" else "network")
+        assert still.offload.server_model.engine(still.offload.client) == judged
+        if deadline == FRAME_DEADLINE_S:
+            start = time.monotonic()
+            out = still(frames[0])
+            took = time.monotonic() - start
+            assert np.array_equal(out, frames[0]) and still.offload.summary.fallbacks == {"deadline missed": 1}, \
+                str(still.offload.summary)
+            assert took < 5, took  # the frame deadline, not the server's 10 s
+        model.gate.set()
+        out = still(frames[1])
+        assert np.array_equal(out, frames[1] + 1), str(still.offload.summary)  # it does serve
+        still.close()
+        given = partitioned_method(lambda f: f.copy(), url, mode="offload", server_model="deblur", deadline_s=20)
+        assert given.offload.config.deadline_s == 20
+        given.close()
+        # teacher is the network by its name: a frame's deadline without asking the server
+        stream = partitioned_method(lambda f: f.copy(), url, mode="offload")
+        assert stream.offload.config.deadline_s == FRAME_DEADLINE_S
+        stream.close()
+    assert read == ["deblur"], read  # once for the still's session; not where a deadline is given, nor for teacher
+
+
 def test_serve_reports_each_models_engine_in_its_configuration(teacher):
     """``edge-deblur serve``'s ``GET /v2/models/{m}/config`` carries the marker ``export triton``
     writes into config.pbtxt: ``network`` for the network, ``split`` for the split middle; the V2

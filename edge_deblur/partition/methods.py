@@ -7,15 +7,12 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .kernel_mode import KernelModeConfig, KernelOffload
-from .offload import Method, Offload, OffloadConfig, ServerModel, read_token
+from .client import V2Client
+from .offload import FRAME_DEADLINE_S, STILL_DEADLINE_S, Method, Offload, OffloadConfig, ServerModel, read_token
 from .planner import LinkMonitor, Planner, PlannerConfig
 from .split import SplitOffload
 
 MODES = ("auto", "local", "offload", "split", "kernel")
-# How long a still may take on the server's ``deblur`` (the auto engine: 17.7-19.3 s for 640x480 on the
-# bench host's CPU, minutes for megapixels; the server's own --timeout, 30 s by default, may stop
-# it sooner, and the board then does the image itself).
-STILL_DEADLINE_S = 300.0
 
 
 class PartitionedMethod:
@@ -65,8 +62,12 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
     choice per frame between local, offload and (when the server serves ``split``) split
     (``auto``: remote modes measured in the background on frame copies, the link's round trip
-    pinged; ``planner``). ``deadline_s`` bounds a server's answer (default: 1 s, or
-    ``STILL_DEADLINE_S`` for ``server_model="deblur"``, whose auto engine takes seconds); ``frame_deadline_s`` is the planner's
+    pinged; ``planner``). ``deadline_s`` bounds a server's answer; by default it follows what runs
+    the model offload calls (``ServerModel.deadline_s``: its ``edge_deblur_engine`` marker, else its
+    platform): ``FRAME_DEADLINE_S`` (1 s) for a network (``teacher``, or a ``deblur`` marked
+    ``network``), ``STILL_DEADLINE_S`` (300 s) for the auto engine (``deblur`` marked ``auto``, an
+    unmarked Python backend) or a server that does not say; kernel and split modes keep 1 s, or
+    ``STILL_DEADLINE_S`` for ``server_model="deblur"`` (stills). ``frame_deadline_s`` is the planner's
     frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``).
     ``max_quality_loss_db`` (auto): the planner may also offload in a lossy encoding whose measured
     loss (``encoding.QUALITY_LOSS_DB``) is within it, besides raw and PNG; 0 (the default): lossless
@@ -82,22 +83,26 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
         if mode in ("offload", "split", "kernel"):
             raise ValueError(f"mode {mode} needs a server URL")
         return PartitionedMethod(local, None, None)
-    if deadline_s is None:
-        deadline_s = STILL_DEADLINE_S if server_model == "deblur" else 1.0
     token = read_token(token_file) if token_file else None
+    # the kernel and split models' answers: a frame's, or a still's for stills (`edge-deblur deblur`)
+    remote_deadline_s = deadline_s if deadline_s is not None else (
+        STILL_DEADLINE_S if server_model == "deblur" else FRAME_DEADLINE_S)
     if mode == "kernel":
-        kernel = KernelOffload(KernelModeConfig(OffloadConfig(server, token, model="kernel", deadline_s=deadline_s)),
-                               local=local)
+        kernel = KernelOffload(KernelModeConfig(OffloadConfig(server, token, model="kernel",
+                                                              deadline_s=remote_deadline_s)), local=local)
         return PartitionedMethod(kernel, kernel, None)
-    split_config = OffloadConfig(server, token, model="split", deadline_s=deadline_s)
+    split_config = OffloadConfig(server, token, model="split", deadline_s=remote_deadline_s)
     if mode == "split":
         split = SplitOffload(split_config, student, split_level, local=local)
         return PartitionedMethod(split, None, None, split)
     # one name for the model on this server for every call of the session: an old server's `deblur`
     # once its 404 for `teacher` has been seen (offload.ServerModel)
     named = ServerModel(server_model, server)
+    client = V2Client(server, token)
+    if deadline_s is None:  # what runs the model decides (a network: a frame's; the auto engine: a still's)
+        deadline_s = named.deadline_s(client)
     offload = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s, encoding=encoding),
-                      local=local, server_model=named)
+                      local=local, server_model=named, client=client)
     if mode == "offload":
         return PartitionedMethod(offload, offload, None)
     from .encoding import encodings_within, parse_encoding, quality_loss_db

@@ -16,7 +16,9 @@ frame that found out is served too. What decides is the ``edge_deblur_engine`` m
 model's configuration (``GET /v2/models/deblur/config``: ``export triton`` writes it into
 config.pbtxt, ``edge-deblur serve`` reports it): ``network`` is used, ``auto`` is not, whatever the
 backend; an unmarked one is judged by its platform, as before the marker (a Python backend is taken
-for the auto engine: the safer error, see ``not_found``).
+for the auto engine: the safer error, see ``not_found``). The same judgement (:func:`judge_engine`,
+:meth:`ServerModel.engine`) sets how long the board waits for an answer where the caller gives no
+deadline (:meth:`ServerModel.deadline_s`): a network the frame deadline, the auto engine the still one.
 
 The frame goes up as raw 8-bit RGB in the V2 binary tensor extension, or encoded
 (``OffloadConfig.encoding``: ``png`` lossless, ``jpeg:Q``/``webp:Q`` lossy, see ``encoding``), the
@@ -64,6 +66,26 @@ AUTO_PLATFORMS = ("edge-deblur_python", "python")
 # the model configuration's parameter saying what runs a model (edge_deblur.serve.registry.ENGINE_KEY,
 # written by `export triton` into each config.pbtxt): "network" may take frames, "auto" (or any other) not
 ENGINE_KEY = "edge_deblur_engine"
+# How long the board waits for a server's answer where the caller says nothing (partitioned_method's
+# deadline_s=None), by what runs the model (ServerModel.deadline_s): a network, a frame's worth
+# (teacher: ~0.2 s for 640x480 on the bench host's CPU); the auto engine, a still's (17.7-19.3 s for
+# 640x480 there, minutes for megapixels; the server's own --timeout, 30 s by default, may stop it
+# sooner, and the board then does the image itself).
+FRAME_DEADLINE_S = 1.0
+STILL_DEADLINE_S = 300.0
+# names that are the network by definition: their deadline needs no look at the server
+NETWORK_NAMES = ("teacher",)
+
+
+def judge_engine(marker: str | None, platform: str) -> str:
+    """What runs a server's model, as the board takes it: its ``edge_deblur_engine`` marker where it
+    has one (``network``, ``auto``, ``split``, ``kernel``), else its platform's rule from before the
+    marker: a Python backend (``AUTO_PLATFORMS``: edge-deblur serve's auto engine, an exported Triton
+    Python model) is ``auto``, any other backend ``network``. The one rule for both questions the
+    board asks of a model: may it take frames (``network`` only), and how long may its answer take."""
+    if marker:
+        return marker
+    return "auto" if platform in AUTO_PLATFORMS else "network"
 
 
 class ServerModel:
@@ -80,6 +102,7 @@ class ServerModel:
         self.legacy = LEGACY_NAMES.get(name)
         self.missing: str | None = None
         self._lock = threading.Lock()
+        self._engines: dict[str, tuple[str, str | None, str]] = {}  # name -> (judged, marker, platform), read once
 
     @property
     def note(self) -> str:
@@ -97,24 +120,22 @@ class ServerModel:
             if tried != self.requested or self.legacy is None:
                 return None
             try:
-                platform = client.metadata(self.legacy, timeout).get("platform", "")
+                engine, marker, platform = self._read(client, self.legacy, timeout)
             except RemoteError as e:
                 self.missing = f"the server has no '{tried}' and no '{self.legacy}' (HTTP {e.status})"
             else:
-                engine = self._engine(client, timeout)
                 # Unmarked (a server or repository from before the marker, or one a user wrote): the
-                # platform decides, as before the marker: a Python backend's `deblur` is taken for the
-                # auto engine and the frames stay on the board. That is the safer error: a fast network
-                # taken for the auto engine costs the offload's speed-up (the board does its frames,
-                # as with no server); the auto engine taken for a network would cost every frame a
-                # deadline miss (seconds a frame on the server) before the board does it anyway.
-                auto = engine not in (None, "network") or (engine is None and platform in AUTO_PLATFORMS)
-                if auto:
-                    said = f"says it is '{engine}'" if engine not in (None, "auto") else "is the auto engine"
+                # platform decides, as before the marker (judge_engine): a Python backend's `deblur` is
+                # taken for the auto engine and the frames stay on the board. That is the safer error:
+                # a fast network taken for the auto engine costs the offload's speed-up (the board does
+                # its frames, as with no server); the auto engine taken for a network would cost every
+                # frame a deadline miss (seconds a frame on the server) before the board does it anyway.
+                if engine != "network":
+                    said = "is the auto engine" if engine == "auto" else f"says it is '{engine}'"
                     self.missing = f"the server has no '{tried}', and its '{self.legacy}' {said} (seconds a frame)"
                 else:
                     self.name = self.legacy
-                    platform = f"{platform or 'platform not said'}, {ENGINE_KEY} {engine or 'not said'}"
+                    platform = f"{platform or 'platform not said'}, {ENGINE_KEY} {marker or 'not said'}"
             if self.missing:
                 log.warning("%s: %s: frames stay on the board", self.url, self.missing)
                 return None
@@ -122,19 +143,47 @@ class ServerModel:
                         self.url, tried, self.legacy, platform)
             return self.name
 
-    def _engine(self, client: V2Client, timeout: float) -> str | None:
-        """What the legacy model says runs it: the ``edge_deblur_engine`` parameter of its
-        configuration (``GET /v2/models/{m}/config``: ``export triton``'s config.pbtxt marker, or
-        ``edge-deblur serve``'s), or None where it has none or the server answers no configuration
-        (an ``edge-deblur serve`` from before it: 404). Read once: ``not_found`` decides once."""
+    def _read(self, client: V2Client, name: str, timeout: float) -> tuple[str, str | None, str]:
+        """(what runs ``name``, as :func:`judge_engine` takes it; its marker or None; its platform),
+        read once per name and session: the model's metadata (its platform; RemoteError where the
+        server answers without it, e.g. 404; Unreachable where it does not answer, nothing kept)
+        and its configuration (``GET /v2/models/{m}/config``: ``export triton``'s config.pbtxt
+        marker, or ``edge-deblur serve``'s; none where the server answers no configuration, as an
+        ``edge-deblur serve`` from before it: 404)."""
+        if name in self._engines:
+            return self._engines[name]
+        platform = client.metadata(name, timeout).get("platform", "")
         try:
-            config = client.config(self.legacy, timeout)
+            config = client.config(name, timeout)
         except RemoteError:
-            return None
+            config = None
         value = (config.get("parameters") or {}).get(ENGINE_KEY) if isinstance(config, dict) else None
         if isinstance(value, dict):  # Triton's JSON of a ModelParameter: {"string_value": "auto"}
             value = value.get("string_value")
-        return value.strip().lower() if isinstance(value, str) and value.strip() else None
+        marker = value.strip().lower() if isinstance(value, str) and value.strip() else None
+        self._engines[name] = judged = (judge_engine(marker, platform), marker, platform)
+        return judged
+
+    def engine(self, client: V2Client, timeout: float = 2.0) -> str | None:
+        """What runs the model this session calls (``name``): ``network``, ``auto``, or what its
+        marker says (:func:`judge_engine`); None where the server does not say (no answer, a
+        refusal, no such model). Read once per name: ``not_found`` reuses it."""
+        with self._lock:
+            try:
+                return self._read(client, self.name, timeout)[0]
+            except (RemoteError, Unreachable, ValueError):
+                return None
+
+    def deadline_s(self, client: V2Client, timeout: float = 2.0) -> float:
+        """How long an answer of this model may take where the caller gives no deadline, by what runs
+        it: ``FRAME_DEADLINE_S`` for a network (``teacher`` by its name, without a call: a server with
+        no ``teacher`` gets frames on its ``deblur`` only where that is a network too), else
+        ``STILL_DEADLINE_S``: the auto engine, another engine, or a server that does not say (the
+        safer error: a network given the still deadline loses nothing unless the server hangs; the
+        auto engine given a frame's would miss every image)."""
+        if self.name in NETWORK_NAMES:
+            return FRAME_DEADLINE_S
+        return FRAME_DEADLINE_S if self.engine(client, timeout) == "network" else STILL_DEADLINE_S
 
     def infer(self, client: V2Client, input_name: str, payload: np.ndarray, timeout: float, parameters: dict | None):
         """``client.infer`` on the server's name for the model, the legacy one after a 404."""
