@@ -141,6 +141,41 @@ def test_stock_grpc_client_health_metadata_infer(server, tokens, pair):
     np.testing.assert_array_equal(via_grpc, via_http)
 
 
+def test_stock_grpc_client_model_config_carries_the_engine_marker(server, tokens):
+    """Triton's ModelConfig RPC, as tritonclient.grpc's ``get_model_config`` calls it and parses it
+    (with Triton's own model_config.proto): each model's ``edge_deblur_engine`` marker, its tensors
+    (Triton's data types, the batch dimension in the dims, ``max_batch_size`` 0), the same as HTTP's
+    ``GET /v2/models/{m}/config`` says; a token as metadata needs, and NOT_FOUND for no such model."""
+    from edge_deblur.serve.registry import blind_available
+
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    token = {"authorization": f"Bearer {tokens[1]['alice']}"}
+    engines = {"teacher": "network", "deblur": "auto" if blind_available() else "network", "split": "split"}
+    http_client = thttp.InferenceServerClient(server.http_url)
+    for name, engine in engines.items():
+        config = client.get_model_config(name, headers=token).config  # tritonclient's inference.ModelConfig
+        assert config.name == name and config.parameters["edge_deblur_engine"].string_value == engine, config
+        assert config.max_batch_size == 0 and config.platform.startswith("edge-deblur_")
+        as_json = client.get_model_config(name, headers=token, as_json=True)["config"]
+        via_http = http_client.get_model_config(name, headers=_auth(tokens))
+        # the same configuration both ways (gRPC's JSON writes int64 as strings)
+        for tensors in ("input", "output"):
+            for t in as_json[tensors]:
+                t["dims"] = [int(d) for d in t["dims"]]
+        assert {k: v for k, v in as_json.items() if k != "max_batch_size"} == \
+            {k: v for k, v in via_http.items() if k != "max_batch_size"}, (as_json, via_http)
+    teacher = client.get_model_config("teacher", headers=token).config
+    assert [(t.name, t.data_type, list(t.dims)) for t in teacher.input] == [("image", 2, [1, -1, -1, 3])]  # TYPE_UINT8
+    assert [(t.name, t.data_type, list(t.dims)) for t in teacher.output] == [("image", 2, [1, -1, -1, 3])]
+    with pytest.raises(InferenceServerException) as e:
+        client.get_model_config("teacher")
+    assert e.value.status() == "StatusCode.UNAUTHENTICATED"
+    with pytest.raises(InferenceServerException) as e:
+        client.get_model_config("nothing", headers=token)
+    assert e.value.status() == "StatusCode.NOT_FOUND" and "unknown model" in e.value.message()
+    client.close()
+
+
 def test_tokens_401_403_and_open_health(server, tokens, pair, tmp_path):
     blurred, _ = pair
     url = server.http_url

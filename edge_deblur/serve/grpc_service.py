@@ -1,4 +1,7 @@
-"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``.
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with Triton's
+``ModelConfig`` RPC beside it (a subset of Triton's ModelConfig message, its field numbers, so
+tritonclient.grpc's ``get_model_config`` reads it; what ``GET /v2/models/{m}/config`` says on HTTP,
+the ``edge_deblur_engine`` marker included).
 
 The messages come from ``grpc_predict_v2.proto`` (beside this file), compiled when this module is
 imported, by grpcio-tools' protoc (in the ``serve`` extra, run as a child process): no generated code is committed, so no
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 
 from .. import __version__
@@ -163,6 +166,15 @@ class InferenceServicer:
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
 
+    def model_config(self, message, context):
+        """Triton's ModelConfig RPC: the registry's configuration (``GET /v2/models/{m}/config``'s
+        JSON, Triton's field names) as the ModelConfig message, so both transports say the same
+        (the ``edge_deblur_engine`` marker among its parameters)."""
+        self._guard(context)
+        request = _parse(pb.ModelConfigRequest, message)
+        config = json_format.ParseDict(self.engine.registry.config(request.name, request.version), pb.ModelConfig())
+        return pb.ModelConfigResponse(config=config)
+
     def model_infer(self, message, context):
         self._guard(context)
         request, arrays = decode_infer(message)
@@ -187,7 +199,7 @@ class InferenceServicer:
         serialize = lambda m: m.SerializeToString()
         methods = {"ServerLive": self.server_live, "ServerReady": self.server_ready, "ModelReady": self.model_ready,
                    "ServerMetadata": self.server_metadata, "ModelMetadata": self.model_metadata,
-                   "ModelInfer": self.model_infer}
+                   "ModelConfig": self.model_config, "ModelInfer": self.model_infer}
         return grpc.method_handlers_generic_handler(SERVICE, {
             name: grpc.unary_unary_rpc_method_handler(self._call(fn), request_deserializer=None,
                                                       response_serializer=serialize)

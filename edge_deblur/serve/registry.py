@@ -400,11 +400,17 @@ class ModelRegistry:
 
     def config(self, name: str, version: str | None = None) -> dict:
         """The model's configuration as Triton's ``GET /v2/models/{m}/config`` words it (JSON of its
-        ModelConfig): name, platform, and ``parameters`` with the ``edge_deblur_engine`` marker
-        where the model says its engine (``{"edge_deblur_engine": {"string_value": "auto"}}``)."""
+        ModelConfig, Triton's field names), a subset: name, platform, ``max_batch_size`` 0 (no
+        batching by the server: the tensors' shapes hold their batch dimension of 1), ``input`` and
+        ``output`` (name, ``data_type`` as Triton's ``TYPE_*``, ``dims``), and ``parameters`` with
+        the ``edge_deblur_engine`` marker where the model says its engine
+        (``{"edge_deblur_engine": {"string_value": "auto"}}``). The gRPC ``ModelConfig`` answers
+        the same dict as a message (``grpc_service``)."""
         model = self.get(name, version)
         engine = getattr(model, "engine", None)
-        return {"name": model.name, "platform": model.platform,
+        tensor = lambda s: {"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape)}
+        return {"name": model.name, "platform": model.platform, "max_batch_size": 0,
+                "input": [tensor(s) for s in model.inputs], "output": [tensor(s) for s in model.outputs],
                 "parameters": {ENGINE_KEY: {"string_value": engine}} if engine else {}}
 
 
