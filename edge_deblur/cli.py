@@ -47,6 +47,9 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--frame-deadline", type=_positive_float, default=None, metavar="MS",
                    help="partitioned mode, auto: the frame budget in milliseconds; the planner skips modes expected "
                         "to miss it while one meets it (default: none, just the fastest)")
+    p.add_argument("--server-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                   help="partitioned mode: how long to wait for the server's answer before the board does the "
+                        "image or frame itself (default: 300 for deblur's stills, 1 for run's frames)")
     p.add_argument("--fallback-model", default="teacher",
                    help="auto: the network an image goes to when its blur estimate fails (default: teacher)")
     p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
@@ -57,10 +60,11 @@ def _add_method_args(p: argparse.ArgumentParser, default_method: str = "network"
     p.add_argument("--gate", type=_non_negative_float, default=None, metavar="SHARPNESS", help="pass through untouched (the source file copied) any frame whose variance of the Laplacian reaches this (default: off)")
 
 
-def _method(args, server_model: str = "teacher") -> pipeline.Method:
+def _method(args, server_model: str = "teacher", still: bool = False) -> pipeline.Method:
     """The method the options describe; with ``--server``, partitioned, offloading to the server's
     ``server_model``: ``teacher`` (the feed-forward network) for streams, ``deblur`` (the server's
-    best, the auto engine: seconds per frame) for stills."""
+    best, the auto engine: seconds per frame) for stills (``still``: no frame deadline on the server's
+    answer; ``partitioned_method``). ``--server-timeout`` overrides the deadline either way."""
     local = _local_method(args)
     if not args.server:
         return local
@@ -68,7 +72,7 @@ def _method(args, server_model: str = "teacher") -> pipeline.Method:
 
     try:
         return partitioned_method(local, args.server, args.token_file, args.mode, student=args.model,
-                                  server_model=server_model,
+                                  server_model=server_model, still=still, deadline_s=args.server_timeout,
                                   frame_deadline_s=args.frame_deadline / 1000 if args.frame_deadline else None,
                                   encoding=args.encoding, max_quality_loss_db=args.max_quality_loss)
     except (ValueError, OSError) as e:
@@ -128,7 +132,7 @@ def cmd_deblur(args) -> int:
     # Clashing output names stop the run here, before a model is loaded (deblur_files checks again).
     pipeline.plan_batch(args.inputs, args.output or RUNS_DIR / "exp", suffix=args.suffix, compare=args.compare,
                         save_kernels=args.save_kernel)
-    method = _method(args, server_model="deblur")  # stills: the server's best quality
+    method = _method(args, server_model="deblur", still=True)  # stills: the server's best quality, a still's deadline
     output = args.output or next_run_folder()
     report = pipeline.deblur_files(method, args.inputs, output, suffix=args.suffix,
                                    compare=args.compare, sharp_threshold=args.gate, max_pixels=args.max_pixels,

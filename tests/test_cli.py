@@ -281,7 +281,8 @@ def test_the_generated_cases_cover_the_options_the_issue_names():
                    ("deblur", "--suffix"), ("deblur", "--kernel-size"), ("eval", "--threads"),
                    ("deblur", "--balance"), ("deblur", "--gate"), ("run", "--fps"), ("convert", "--distill-steps"),
                    ("convert", "--crops"), ("convert", "--learning-rate"), ("deblur", "--encoding"), ("run", "--encoding"),
-                   ("run", "--max-quality-loss"), ("deblur", "--max-quality-loss")]:
+                   ("run", "--max-quality-loss"), ("deblur", "--max-quality-loss"),
+                   ("deblur", "--server-timeout"), ("run", "--server-timeout")]:
         assert needed in covered, needed
 
 

@@ -1300,6 +1300,67 @@ def test_the_deblur_deadline_follows_what_runs_the_servers_deblur(frames, monkey
     assert read == ["deblur"], read  # once for the still's session; not where a deadline is given, nor for teacher
 
 
+def test_the_deblur_commands_stills_wait_the_still_deadline_whatever_runs_the_model(monkeypatch, photo_paths,
+                                                                                   tmp_path, capsys):
+    """Stills have no frame deadline: ``edge-deblur deblur --server`` against a ``deblur`` marked
+    ``network`` (``serve --deblur teacher``) waits ``STILL_DEADLINE_S`` for the answer, not the 1 s
+    that did every large photo on the board (``partitioned_method(still=True)``, the server not
+    asked what runs it), while ``run --video`` keeps ``FRAME_DEADLINE_S``; ``--server-timeout
+    SECONDS`` overrides either, and a bad value exits 2 naming it before any work."""
+    from edge_deblur import cli
+    from edge_deblur.partition import methods, partitioned_method
+    from edge_deblur.partition.offload import FRAME_DEADLINE_S, STILL_DEADLINE_S
+
+    made, real = [], methods.partitioned_method
+    monkeypatch.setattr(methods, "partitioned_method", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):  # the method is built: no image or frame need go through it
+        raise Stop
+
+    monkeypatch.setattr(cli.pipeline, "deblur_files", stop)
+    monkeypatch.setattr(cli.video, "process_video", stop)
+    read, config = [], V2Client.config
+    monkeypatch.setattr(V2Client, "config",
+                        lambda self, name, timeout=2.0: read.append(name) or config(self, name, timeout))
+    registry = ModelRegistry()
+    registry.add(_UsersDeblur("python", "network"))
+
+    def deadline(argv):
+        with pytest.raises(Stop):
+            cli.main(argv)
+        method = made.pop()
+        method.close()
+        return method.offload.config.deadline_s
+
+    with RunningServer(ServeConfig(port=0, grpc_port=None, threads=1), registry=registry) as s:
+        url = f"http://{s.http_url}"
+        board = ["--method", "wiener", "--psf", "gaussian:1", "--server", url, "--mode", "offload"]
+        still = ["deblur", str(photo_paths[0]), "-o", str(tmp_path / "out")] + board
+        stream = ["run", "--video", str(tmp_path / "clip.mp4")] + board
+        assert deadline(still) == STILL_DEADLINE_S  # 1 s before: the network's frame deadline
+        assert deadline(still + ["--server-timeout", "42"]) == 42
+        assert read == [], read  # a still's deadline needs no look at what runs the model
+        assert deadline(stream) == FRAME_DEADLINE_S
+        assert deadline(stream + ["--server-timeout", "2.5"]) == 2.5
+        assert deadline(still + ["--mode", "auto"]) == STILL_DEADLINE_S
+        # in Python: still=True is the deblur command's rule; without it, what runs the model decides
+        for still_kwarg, expected in [(True, STILL_DEADLINE_S), (False, FRAME_DEADLINE_S)]:
+            method = partitioned_method(lambda f: f.copy(), url, mode="offload", server_model="deblur",
+                                        still=still_kwarg)
+            assert method.offload.config.deadline_s == expected, still_kwarg
+            method.close()
+    for bad in ["0", "-3", "nan", "inf", "soon"]:
+        for argv in (still, stream):
+            with pytest.raises(SystemExit) as exit:
+                cli.main(argv + ["--server-timeout", bad])
+            err = capsys.readouterr().err
+            assert exit.value.code == 2 and "error: argument --server-timeout: " in err, err
+    assert not made and not (tmp_path / "out").exists()
+
+
 def test_serve_reports_each_models_engine_in_its_configuration(teacher):
     """``edge-deblur serve``'s ``GET /v2/models/{m}/config`` carries the marker ``export triton``
     writes into config.pbtxt: ``network`` for the network, ``split`` for the split middle; the V2

@@ -54,7 +54,8 @@ class PartitionedMethod:
 def partitioned_method(local: Method, server: str | None, token_file: str | Path | None = None, mode: str = "auto",
                        deadline_s: float | None = None, frame_deadline_s: float | None = None,
                        student: str | Path = "default", split_level: int = 2, encoding: str = "raw",
-                       max_quality_loss_db: float = 0.0, server_model: str = "teacher") -> PartitionedMethod:
+                       max_quality_loss_db: float = 0.0, server_model: str = "teacher",
+                       still: bool = False) -> PartitionedMethod:
     """``local`` alone (mode ``local`` or no server), every frame offered to the server with local
     fallback (``offload``), the INT8 ``student`` cut at ``split_level`` with its middle on the
     server's ``split`` model (``split``: the student's result, its middle run here when the server
@@ -62,12 +63,15 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     (``kernel``: needs the server's ``kernel`` model and ``edge_deblur.blind``), or the planner's
     choice per frame between local, offload and (when the server serves ``split``) split
     (``auto``: remote modes measured in the background on frame copies, the link's round trip
-    pinged; ``planner``). ``deadline_s`` bounds a server's answer; by default it follows what runs
-    the model offload calls (``ServerModel.deadline_s``: its ``edge_deblur_engine`` marker, else its
-    platform): ``FRAME_DEADLINE_S`` (1 s) for a network (``teacher``, or a ``deblur`` marked
-    ``network``), ``STILL_DEADLINE_S`` (300 s) for the auto engine (``deblur`` marked ``auto``, an
-    unmarked Python backend) or a server that does not say; kernel and split modes keep 1 s, or
-    ``STILL_DEADLINE_S`` for ``server_model="deblur"`` (stills). ``frame_deadline_s`` is the planner's
+    pinged; ``planner``). ``deadline_s`` bounds a server's answer (``--server-timeout``). By default,
+    for stills (``still=True``: ``edge-deblur deblur``) it is ``STILL_DEADLINE_S`` (300 s) for every
+    mode and whatever runs the model, unasked: a still has no frame deadline, a large photo may take a
+    network seconds, and the server's own ``--timeout`` bounds what it runs. For frames it follows
+    what runs the model offload calls (``ServerModel.deadline_s``: its ``edge_deblur_engine`` marker,
+    else its platform): ``FRAME_DEADLINE_S`` (1 s) for a network (``teacher``, or a ``deblur`` marked
+    ``network``), ``STILL_DEADLINE_S`` for the auto engine (``deblur`` marked ``auto``, an unmarked
+    Python backend) or a server that does not say; kernel and split modes keep 1 s, or
+    ``STILL_DEADLINE_S`` for ``server_model="deblur"``. ``frame_deadline_s`` is the planner's
     frame budget; ``encoding`` is how offloaded frames and results travel (``partition.encoding``).
     ``max_quality_loss_db`` (auto): the planner may also offload in a lossy encoding whose measured
     loss (``encoding.QUALITY_LOSS_DB``) is within it, besides raw and PNG; 0 (the default): lossless
@@ -84,7 +88,9 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
             raise ValueError(f"mode {mode} needs a server URL")
         return PartitionedMethod(local, None, None)
     token = read_token(token_file) if token_file else None
-    # the kernel and split models' answers: a frame's, or a still's for stills (`edge-deblur deblur`)
+    if deadline_s is None and still:  # stills (`edge-deblur deblur`): no frame deadline, whatever runs the model
+        deadline_s = STILL_DEADLINE_S
+    # the kernel and split models' answers: a frame's, or a still's for the server's deblur
     remote_deadline_s = deadline_s if deadline_s is not None else (
         STILL_DEADLINE_S if server_model == "deblur" else FRAME_DEADLINE_S)
     if mode == "kernel":
@@ -99,7 +105,7 @@ def partitioned_method(local: Method, server: str | None, token_file: str | Path
     # once its 404 for `teacher` has been seen (offload.ServerModel)
     named = ServerModel(server_model, server)
     client = V2Client(server, token)
-    if deadline_s is None:  # what runs the model decides (a network: a frame's; the auto engine: a still's)
+    if deadline_s is None:  # frames: what runs the model decides (a network: a frame's; the auto engine: a still's)
         deadline_s = named.deadline_s(client)
     offload = Offload(OffloadConfig(server, token, model=server_model, deadline_s=deadline_s, encoding=encoding),
                       local=local, server_model=named, client=client)
