@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from ..classical import defocus_psf, gaussian_psf
 from .signal import dft2, gradient_energy, gradients, idft2_real, luminance, periodic_extend, psf2otf, psf2otf_full, srgb_to_linear
 
 
@@ -526,6 +527,26 @@ def kernel_similarity(a: np.ndarray, b: np.ndarray) -> float:
     c = np.fft.irfft2(np.fft.rfft2(pa) * np.conj(np.fft.rfft2(pb)), s=(s, s))
     norm = np.linalg.norm(a) * np.linalg.norm(b)
     return float(c.max() / norm) if norm > 0 else 0.0
+
+
+def parametric_fits(kernel: np.ndarray, *, min_similarity: float = 0.75) -> list[tuple[str, float, np.ndarray, float]]:
+    """The defocus disk (pill-box, radius 0.75-10 px in 0.25 px steps) and the isotropic Gaussian
+    (sigma 0.4-4 px in 0.1 px steps) nearest a free-form kernel estimate in Hu & Yang's similarity
+    (:func:`kernel_similarity`), each as ``(family, parameter, psf, similarity)``, those at least
+    ``min_similarity`` alike only. A free-form estimate of defocus or of a Gaussian is a noisy,
+    often lopsided blob (the L0 alternation is built for the thin paths of camera shake); the
+    nearest member of the family is the same blur without the estimate's specks, and the caller
+    keeps it when its restoration explains the input better (the blind method's selection)."""
+    reach = kernel_extent(kernel, 0.99) / 2 + 1  # no family member wider than the estimate
+    families = (("defocus", np.arange(0.75, 10.01, 0.25), defocus_psf), ("gaussian", np.arange(0.4, 4.01, 0.1), gaussian_psf))
+    fits = []
+    for name, params, make in families:
+        scored = [(kernel_similarity(kernel, make(p)), p) for p in params if p <= reach]
+        if scored:
+            similarity, p = max(scored)
+            if similarity >= min_similarity:
+                fits.append((name, float(p), make(float(p)), float(similarity)))
+    return fits
 
 
 def kernel_extent(kernel: np.ndarray, mass: float = 0.99) -> int:
